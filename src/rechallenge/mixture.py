@@ -1,6 +1,4 @@
-r"""Finite mixtures of normal distributions on the real line.
-
-A :class:`NormalMixture` has the density
+r"""Finite mixtures of normal distributions on the real line, with densities
 
 .. math:: p(x) = \sum_{k=1}^{K} w_k \, \phi(x;\, m_k, s_k^2), \qquad
           w_k \ge 0,\ \sum_k w_k = 1,
@@ -125,11 +123,9 @@ class NormalMixture:
         return np.sum(self.weights * special.ndtr(self._z(x)), axis=-1)
 
     def ppf(self, q: Any) -> np.ndarray:
-        r"""Quantile function :math:`F^{-1}(q)`, elementwise; ``q`` in [0, 1].
-
-        Solved by Brent's method in the bracket :math:`[\min_k Q_k(q), \max_k Q_k(q)]`
-        of the component quantiles :math:`Q_k`, which always contains :math:`F^{-1}(q)`
-        because :math:`F` is an average of the :math:`\Phi_k`.
+        r"""Quantile function :math:`F^{-1}(q)`, elementwise, ``q`` in [0, 1]: Brent's method
+        in the bracket :math:`[\min_k Q_k(q), \max_k Q_k(q)]` of the component quantiles,
+        which contains :math:`F^{-1}(q)` because :math:`F` is an average of the :math:`\Phi_k`.
         """
         q = np.asarray(q, dtype=float)
         if not np.all((q >= 0) & (q <= 1)):
@@ -167,62 +163,70 @@ class NormalMixture:
     def compress(self, max_components: int = 3, tol: float = 0.005) -> NormalMixture:
         r"""Approximate by a mixture of at most ``max_components`` components.
 
-        For :math:`K = 1, 2, \dots` the density is discretised on 2000 equispaced
-        points :math:`x_j` spanning :math:`F^{-1}(10^{-6})` to :math:`F^{-1}(1-10^{-6})`
-        with weights :math:`v_j \propto p(x_j)\,\Delta x`, and a K-component mixture
-        is fitted by weighted EM (Dempster, Laird & Rubin 1977), started from K
-        quantile bins. The smallest K whose Kolmogorov distance
-        :math:`\max_j |\hat F(x_j) - F(x_j)|` is below ``tol`` is returned (else the
-        closest fit). Each M-step reproduces the grid mean and variance exactly, so
-        the first two moments are kept up to the grid error. A mixture with no more
-        positive-weight components than K is returned unchanged (zero weights dropped).
+        The density is discretised on 2000 points :math:`x_j` from :math:`F^{-1}(10^{-6})`
+        to :math:`F^{-1}(1-10^{-6})`, weights :math:`v_j \propto p(x_j)\,\Delta x`. For
+        :math:`K = 1, 2, \dots`, K normals are fitted by weighted EM (Dempster, Laird &
+        Rubin 1977) from K quantile bins and from each split of the (K-1)-component fit;
+        the fit with the smallest :math:`D_K = \max_j |\hat F(x_j) - F(x_j)|` is kept and
+        the first with :math:`D_K <` ``tol`` returned (else the closest). EM keeps the grid
+        mean and variance exactly. Zero-weight components are dropped; with no more
+        than K left the mixture is returned as it is.
         """
         if int(max_components) != max_components or max_components < 1 or not tol > 0:
             raise ValueError("compress() needs an integer max_components >= 1 and tol > 0, "
                              f"got {max_components} and {tol}")
         used = self.weights > 0
-        if used.sum() == 1:
+        if used.sum() <= 1:
             return NormalMixture.normal(self.means[used][0], self.sds[used][0])
-        lo, hi = self.ppf([1e-6, 1 - 1e-6])
-        x = np.linspace(lo, hi, 2000)
+        x = np.linspace(*self.ppf([1e-6, 1 - 1e-6]), 2000)
         v, target = self.pdf(x), self.cdf(x)
         v = v / v.sum()
         best, best_err = self, np.inf
         for k in range(1, int(max_components) + 1):
             if k >= used.sum():
                 return NormalMixture(self.weights[used], self.means[used], self.sds[used])
-            cand = _weighted_em(x, v, k)
-            err = float(np.max(np.abs(cand.cdf(x) - target)))
-            if err < tol:
-                return cand
-            if err < best_err:
-                best, best_err = cand, err
+            bins = np.minimum((np.cumsum(v) - v / 2) * k, k - 1).astype(int)
+            starts = [np.eye(k)[:, bins]] + (_splits(x, best) if k > 1 else [])
+            fits = [_weighted_em(x, v, start * v) for start in starts]
+            errs = [float(np.max(np.abs(f.cdf(x) - target))) for f in fits]
+            best, best_err = fits[int(np.argmin(errs))], min(errs)
+            if best_err < tol:
+                break
         return best
 
 
-def _weighted_em(x: np.ndarray, v: np.ndarray, k: int, max_iter: int = 500) -> NormalMixture:
-    r"""Fit K normals to points ``x`` with weights ``v`` (summing to 1) by EM.
+def _responsibilities(x: np.ndarray, w: np.ndarray, m: np.ndarray, s: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    r"""E-step :math:`r_{kj} \propto w_k \phi(x_j; m_k, s_k^2)`; also :math:`\log p(x_j)` + c."""
+    logd = np.log(w / s)[:, None] - 0.5 * ((x - m[:, None]) / s[:, None]) ** 2
+    top = logd.max(axis=0)
+    dens = np.exp(logd - top)
+    total = dens.sum(axis=0)
+    return dens / total, np.log(total) + top
 
-    E-step :math:`r_{kj} \propto w_k \phi(x_j; m_k, s_k^2)`; M-step
-    :math:`w_k = \sum_j v_j r_{kj}`, :math:`m_k = \sum_j v_j r_{kj} x_j / w_k`,
-    :math:`s_k^2 = \sum_j v_j r_{kj} (x_j - m_k)^2 / w_k`. Stops when the weighted
-    log-likelihood gains less than 1e-9 per iteration.
+
+def _splits(x: np.ndarray, fit: NormalMixture) -> list[np.ndarray]:
+    """Starting assignments that split one component of ``fit`` at its mean."""
+    r, _ = _responsibilities(x, fit.weights, fit.means, fit.sds)
+    left = x < fit.means[:, None]
+    return [np.vstack([np.delete(r, j, axis=0), r[j] * left[j], r[j] * ~left[j]])
+            for j in range(fit.n_components)]
+
+
+def _weighted_em(x: np.ndarray, v: np.ndarray, rv: np.ndarray, max_iter: int = 500
+                 ) -> NormalMixture:
+    r"""Fit normals to points ``x`` with weights ``v`` (sum 1) by EM, from ``rv`` = r v.
+
+    M-step :math:`w_k = \sum_j v_j r_{kj}`, :math:`m_k = \sum_j v_j r_{kj} x_j / w_k`,
+    :math:`s_k^2 = \sum_j v_j r_{kj} (x_j - m_k)^2 / w_k`; stops at a log-likelihood gain < 1e-9.
     """
-    floor = (x[1] - x[0]) / 2
-    bins = np.minimum((np.cumsum(v) - v / 2) * k, k - 1).astype(int)
-    rv = np.eye(k)[:, bins] * v  # hard assignment to K quantile bins, times v_j
-    old = -np.inf
+    floor, old = (x[1] - x[0]) / 2, -np.inf
     for _ in range(max_iter):
         w = np.maximum(rv.sum(axis=1), 1e-300)
         m = rv @ x / w
-        dev = x - m[:, None]
-        s = np.maximum(np.sqrt(np.einsum("kj,kj->k", rv, dev**2) / w), floor)
-        logd = (np.log(w / s))[:, None] - 0.5 * (dev / s[:, None]) ** 2
-        top = logd.max(axis=0)
-        dens = np.exp(logd - top)
-        total = dens.sum(axis=0)
-        rv = dens * (v / total)
-        ll = float(v @ (np.log(total) + top))
+        s = np.maximum(np.sqrt(np.einsum("kj,kj->k", rv, (x - m[:, None]) ** 2) / w), floor)
+        r, loglik = _responsibilities(x, w, m, s)
+        rv, ll = r * v, float(v @ loglik)
         if ll - old < 1e-9:
             break
         old = ll
@@ -230,18 +234,13 @@ def _weighted_em(x: np.ndarray, v: np.ndarray, k: int, max_iter: int = 500) -> N
 
 
 def mix(components: Sequence[tuple[float, NormalMixture]]) -> NormalMixture:
-    r"""Mixture of mixtures :math:`\sum_i a_i p_i(x)`, with :math:`a_i` normalised to sum to one.
+    r"""Mixture of mixtures :math:`\sum_i a_i p_i(x)` from ``(a_i, p_i)`` pairs.
 
-    Parameters
-    ----------
-    components
-        ``(a_i, mixture_i)`` pairs; the :math:`a_i` must be finite, >= 0 and not all 0.
+    The :math:`a_i` must be finite, >= 0 and not all 0; they are normalised to sum to one.
     """
-    if len(components) == 0:
-        raise ValueError("mix() needs at least one component")
     a = np.array([float(c[0]) for c in components])
-    if not np.all(np.isfinite(a)) or np.any(a < 0) or a.sum() <= 0:
-        raise ValueError(f"mix() weights must be finite, >= 0 and not all 0, got {a.tolist()}")
+    if a.size == 0 or not np.all(np.isfinite(a)) or np.any(a < 0) or a.sum() <= 0:
+        raise ValueError(f"mix() needs weights finite, >= 0, not all 0; got {a.tolist()}")
     if not all(isinstance(m, NormalMixture) for _, m in components):
         raise TypeError("mix() needs (weight, NormalMixture) pairs")
     a = a / a.sum()
