@@ -22,8 +22,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
+# pytest exits 5 when no test is selected; that is not a failure here.
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow
+	$(BIN)/python -m pytest -m slow || test $$? -eq 5
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -1,7 +1,7 @@
 """Benchmarks of `rechallenge` (run with `make bench`).
 
-Measures wall time of the steps a user waits for, on this machine, and appends the
-result to benchmarks/RESULTS.md by hand (copy the printed table).
+Measures wall time of the steps a user waits for, on this machine, and prints a
+Markdown table to record in benchmarks/RESULTS.md with the machine it ran on.
 
 Current steps:
 - building the literature prior set (evidence table → meta-analyses → PriorSet);
@@ -11,6 +11,7 @@ Current steps:
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import subprocess
@@ -45,7 +46,10 @@ def main() -> None:
     rows.append(("`rechallenge priors --format json` (process)",
                  timed(lambda: subprocess.run([str(exe), "priors", "--format", "json"],
                                               check=True, capture_output=True), 3)))
-    print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "cpu") \
+        if Path("/proc/cpuinfo").exists() else platform.processor()
+    print(f"machine: {platform.machine()}, {cpu}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, {platform.system()}")
     print("| step | median s | best s |\n|---|---|---|")
     for name, (med, best) in rows:

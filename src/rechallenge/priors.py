@@ -173,7 +173,7 @@ def build_prior_set(spec: Mapping[str, Any], table: pd.DataFrame, *, name: str =
     """
     discounts = {k: (float(v) if apply_discounts else 1.0) for k, v in spec["discounts"].items()}
     pool, robust = spec["pooling"], spec["robust"]
-    entries: list[PriorEntry] = []
+    entries: dict[tuple[str, str], PriorEntry | None] = {}  # specification order
     analyses: dict[tuple[str, str], MetaAnalysis] = {}
     derived: list[tuple[str, str, Mapping[str, Any]]] = []
     for outcome, params in spec["parameters"].items():
@@ -182,12 +182,12 @@ def build_prior_set(spec: Mapping[str, Any], table: pd.DataFrame, *, name: str =
             direction = _parameter_rows(table, outcome, pname, "direction_only")
             if p["measure"] == "group_sd" and "derive" in p:
                 derived.append((outcome, pname, p))
-                entries.append(None)  # type: ignore[arg-type]  # placeholder, filled below
+                entries[(outcome, pname)] = None  # filled once its sources exist
                 continue
             if used.empty:
                 if "judgement" not in p:
                     raise SpecError(f"{outcome}.{pname}: no used evidence rows and no judgement prior")
-                entries.append(_judgement_entry(outcome, pname, p, direction))
+                entries[(outcome, pname)] = _judgement_entry(outcome, pname, p, direction)
                 continue
             effects = parameter_effects(spec, used, outcome, pname, discounts=discounts)
             records = used.to_dict("records")
@@ -207,7 +207,7 @@ def build_prior_set(spec: Mapping[str, Any], table: pd.DataFrame, *, name: str =
             unit = _ess_unit_sd(p["measure"], dist.median, spec)
             ess = (effective_sample_size(dist, unit_sd=unit[0], method=spec.get("ess", {}).get("method", "elir"))
                    if unit else None)
-            entries.append(PriorEntry(
+            entries[(outcome, pname)] = PriorEntry(
                 parameter=pname, outcome=outcome, measure=p["measure"], scale=p["scale"],
                 distribution=dist, method="single_study" if len(effects) == 1 else "meta_analytic_predictive",
                 rows=tuple(e.row_id for e in effects),
@@ -215,17 +215,15 @@ def build_prior_set(spec: Mapping[str, Any], table: pd.DataFrame, *, name: str =
                 discounts={e.row_id: e.discounts for e in effects},
                 robust_weight=float(weight), n_studies=len(effects), tau_median=ma.tau_median,
                 ess=ess, ess_unit=unit[1] if unit else None, adverse_level=p.get("adverse_level"),
-                note=p.get("note", "")))
+                note=p.get("note", ""))
     for outcome, pname, p in derived:
-        entry = _derived_entry(outcome, pname, p, entries, analyses)
-        idx = list(spec["parameters"][outcome]).index(pname)
-        offset = sum(len(spec["parameters"][o]) for o in list(spec["parameters"])[
-            :list(spec["parameters"]).index(outcome)])
-        entries[offset + idx] = entry
-    return PriorSet(name=name, entries=tuple(entries), source="priors/default.yaml + priors/evidence.csv"), analyses
+        entries[(outcome, pname)] = _derived_entry(outcome, pname, p, entries, analyses)
+    return (PriorSet(name=name, entries=tuple(entries.values()),  # type: ignore[arg-type]
+                     source="priors/default.yaml + priors/evidence.csv"), analyses)
 
 
-def _derived_entry(outcome: str, pname: str, p: Mapping[str, Any], entries: list[PriorEntry],
+def _derived_entry(outcome: str, pname: str, p: Mapping[str, Any],
+                   entries: Mapping[tuple[str, str], PriorEntry | None],
                    analyses: Mapping[tuple[str, str], MetaAnalysis]) -> PriorEntry:
     """``tau_of_baseline_median_times_shape``: half-normal scale = τ̂(log median) · k̃.
 
@@ -235,7 +233,7 @@ def _derived_entry(outcome: str, pname: str, p: Mapping[str, Any], entries: list
     if p["derive"] != "tau_of_baseline_median_times_shape":
         raise SpecError(f"{outcome}.{pname}: unknown derive rule {p['derive']!r}")
     ma = analyses.get(("pfs2", "baseline_median"))
-    shape = next((e for e in entries if e is not None and e.key == ("pfs2", "weibull_shape")), None)
+    shape = entries.get(("pfs2", "weibull_shape"))
     if ma is None or ma.tau_median is None or shape is None:
         raise SpecError(f"{outcome}.{pname}: needs pooled pfs2.baseline_median and pfs2.weibull_shape")
     k = math.exp(shape.distribution.median)  # type: ignore[union-attr]
