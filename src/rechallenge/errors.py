@@ -47,3 +47,34 @@ class EvidenceError(RechallengeError):
 
 class SpecError(RechallengeError):
     """A prior or model specification (YAML/JSON) is malformed."""
+
+
+class CohortError(RechallengeError):
+    """A cohort file (one row per rechallenged patient) is unreadable or invalid.
+
+    Parameters
+    ----------
+    message
+        What is wrong (the offending value may be quoted).
+    row
+        The 1-based data row number (CSV line minus 1; the header is row 0).
+    patient_id
+        The ``patient_id`` of the offending row, when it has one.
+    column
+        The column at fault, when there is one.
+    """
+
+    def __init__(self, message: str, *, row: int | None = None,
+                 patient_id: str | None = None, column: str | None = None) -> None:
+        self.row = row
+        self.patient_id = patient_id
+        self.column = column
+        where = []
+        if row is not None:
+            where.append(f"row {row}" + (f" (patient {patient_id!r})" if patient_id else ""))
+        elif patient_id:
+            where.append(f"patient {patient_id!r}")
+        if column is not None:
+            where.append(f"column {column!r}")
+        prefix = f"cohort file, {', '.join(where)}: " if where else "cohort file: "
+        super().__init__(prefix + " ".join(str(message).splitlines()))

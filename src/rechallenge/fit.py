@@ -1,0 +1,275 @@
+"""Fit the model to a local cohort: one call, a checked and stamped posterior.
+
+:func:`fit` validates the cohort against the specification, builds the PyMC model,
+samples it (nutpie by default, compiled once per model structure and reused with new
+data), and returns ``arviz.InferenceData`` with
+
+* ``posterior`` and ``sample_stats``;
+* ``log_likelihood`` (per patient: ``pfs2`` and ``irae``) for LOO;
+* ``log_prior`` (log prior density of each coefficient and baseline parameter, for
+  power-scaling sensitivity);
+* attributes: package/PyMC/nutpie versions, the specification, the prior set and its
+  SHA-256, the seed, the sampler settings, the diagnostics, ``reliable`` (0/1), and the
+  number of values imputed per column.
+
+Convergence gate: every monitored parameter must have R-hat ≤ 1.01 and bulk ESS ≥ 400,
+and there must be no divergent transition; otherwise an :class:`UnreliableFitWarning`
+is raised and the fit is marked unreliable (predictions carry that mark).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .errors import RechallengeError
+from .model_data import ModelData, prepare_data
+from .modelspec import ModelSpec, load_spec
+from .priors import resolve_priors
+from .priorset import PriorSet
+
+log = logging.getLogger(__name__)
+
+RHAT_MAX = 1.01
+ESS_MIN = 400
+SAMPLERS = ("nutpie", "pymc", "numpyro")
+
+
+class UnreliableFitWarning(UserWarning):
+    """The sampler did not converge well enough for its results to be trusted."""
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """Convergence summary of a fit (monitored: all free parameters)."""
+
+    max_rhat: float
+    min_ess_bulk: float
+    min_ess_tail: float
+    divergences: int
+    reliable: bool
+    problems: tuple[str, ...]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def diagnose(idata, var_names: list[str], *, rhat_max: float = RHAT_MAX,
+             ess_min: float = ESS_MIN) -> Diagnostics:
+    """R-hat (rank-normalised), bulk/tail ESS and divergences of the given variables."""
+    import arviz as az
+
+    post = idata.posterior[var_names]
+    rhat = float(az.rhat(post).to_array().max())
+    ess_bulk = float(az.ess(post, method="bulk").to_array().min())
+    ess_tail = float(az.ess(post, method="tail").to_array().min())
+    div = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
+    problems = []
+    if not rhat <= rhat_max:
+        problems.append(f"R-hat {rhat:.3f} > {rhat_max}")
+    if not ess_bulk >= ess_min:
+        problems.append(f"bulk ESS {ess_bulk:.0f} < {ess_min}")
+    if div:
+        problems.append(f"{div} divergent transitions")
+    return Diagnostics(rhat, ess_bulk, ess_tail, div, not problems, tuple(problems))
+
+
+def _as_cohort(cohort: Any, spec: ModelSpec):
+    from .cohort import Cohort, read_cohort, validate_cohort
+
+    if isinstance(cohort, Cohort):
+        missing = spec.required_columns() - set(cohort.data.columns)
+        if missing:
+            raise RechallengeError(f"the cohort lacks column(s) {sorted(missing)} that the "
+                                   f"specification {spec.name!r} uses")
+        return cohort
+    kwargs = dict(required=sorted(spec.required_columns()), extra=spec.extra_types)
+    if isinstance(cohort, pd.DataFrame):
+        return validate_cohort(cohort, **kwargs)
+    return read_cohort(cohort, **kwargs)
+
+
+def monitored_names(model) -> list[str]:
+    """Free parameters (constrained names) whose convergence is checked."""
+    return [rv.name for rv in model.free_RVs]
+
+
+def _structure_key(data: ModelData, spec: ModelSpec, priors: PriorSet, prior_only: bool) -> tuple:
+    """Everything that fixes the compiled graph (data values may change)."""
+    thr = spec.centred_min_patients
+    pattern = tuple((g, tuple(data.group_sizes(g) >= thr)) for g in data.levels)
+    return (spec.hash(), priors.hash(), pattern, data.imputed_names,
+            tuple(sorted(data.continuous_missing)), data.n_latent, data.n_rows != data.n_patients,
+            prior_only)
+
+
+_COMPILED: dict[tuple, Any] = {}
+
+
+def _data_updates(data: ModelData) -> dict[str, np.ndarray]:
+    updates = {"time": data.time, "event": data.event, "rows_patient": data.rows_patient,
+               "x_pfs2": data.x_pfs2, "tumour_idx": data.tumour_idx, "centre_idx": data.centre_idx,
+               "exposure": data.exposure, "interval_idx": data.interval, "x_irae": data.x_irae,
+               "y_irae": data.y_irae, "organ_idx": data.organ_idx, "row_imputed": data.row_imputed,
+               "row_value": data.row_value, "first_row": data.first_row}
+    return updates
+
+
+def _sample_nutpie(model, data, key, *, draws, tune, chains, seed, progressbar, cores):
+    import nutpie
+
+    names = [v.name for v in model.free_RVs] + [
+        d.name for d in model.deterministics if d.name not in ("ll_pfs2", "ll_irae")]
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        compiled = nutpie.compile_pymc_model(model, var_names=names)
+        _COMPILED[key] = compiled
+    else:
+        shared = set(compiled.shared_data)
+        compiled = compiled.with_data(**{k: v for k, v in _data_updates(data).items() if k in shared})
+    low_rank = data.n_patients >= 5000
+    return nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed,
+                         progress_bar=progressbar, cores=cores,
+                         low_rank_modified_mass_matrix=low_rank)
+
+
+def _sample_pymc(model, *, draws, tune, chains, seed, progressbar, cores, nuts_sampler="pymc"):
+    import pymc as pm
+
+    names = [v.name for v in model.free_RVs] + [
+        d.name for d in model.deterministics if d.name not in ("ll_pfs2", "ll_irae")]
+    with model:
+        return pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed, cores=cores,
+                         progressbar=progressbar, var_names=names, nuts_sampler=nuts_sampler,
+                         compute_convergence_checks=False)
+
+
+def _log_prior(idata, priors: PriorSet, data: ModelData):
+    """Log prior density per draw of each coefficient and baseline parameter."""
+    import xarray as xr
+
+    post = idata.posterior
+    out = {}
+    names = {f"pfs2_{n}": ("pfs2", n) for n in data.pfs2_names} | {
+        f"irae_{n}": ("irae", n) for n in data.irae_names} | {
+        "log_median": ("pfs2", "baseline_median"), "log_shape": ("pfs2", "weibull_shape"),
+        "logit_cure": ("pfs2", "cure_fraction"), "irae_a_any": ("irae", "baseline_any")}
+    for var, key in names.items():
+        if var in post and key in priors and priors[key].distribution is not None:
+            values = post[var].values
+            out[var] = xr.DataArray(priors[key].distribution.logpdf(values.ravel()).reshape(values.shape),
+                                    dims=("chain", "draw"), coords={"chain": post.chain, "draw": post.draw})
+    return xr.Dataset(out)
+
+
+def fit(cohort: Any, spec: str | Path | Mapping[str, Any] | ModelSpec | None = "literature",
+        priors: str | Path | PriorSet = "literature", *, sampler: str = "nutpie", draws: int = 1000,
+        tune: int = 1000, chains: int = 4, seed: int = 0, progressbar: bool = True,
+        prior_only: bool = False, log_likelihood: bool = True, cores: int | None = None):
+    """Fit the model to a cohort.
+
+    Parameters
+    ----------
+    cohort
+        A :class:`rechallenge.cohort.Cohort`, a DataFrame or a CSV path (validated
+        against the columns the specification uses).
+    spec
+        ``"literature"`` (``models/literature.yaml``), a YAML path, a mapping or a ModelSpec.
+    priors
+        ``"literature"``, ``"vague"``, a :class:`PriorSet` or a saved prior-set file.
+    sampler
+        ``"nutpie"`` (default; compiled once per model structure), ``"pymc"`` or ``"numpyro"``.
+    draws, tune, chains, seed
+        Sampler settings; the same seed gives the same numbers.
+    prior_only
+        Sample the prior (no likelihood): prior predictive checks, prior reproduction.
+    log_likelihood
+        Add the ``log_likelihood`` group (draws × patients; switch off for very large
+        cohorts or simulation studies).
+
+    Returns
+    -------
+    arviz.InferenceData
+        See the module docstring. ``idata.attrs["reliable"]`` is 1 when the convergence
+        gate passed.
+    """
+    if sampler not in SAMPLERS:
+        raise RechallengeError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    for name, value, low in (("draws", draws, 1), ("tune", tune, 0), ("chains", chains, 1)):
+        if int(value) != value or value < low:
+            raise RechallengeError(f"{name} must be an integer >= {low}, got {value!r}")
+    spec = load_spec(spec)
+    prior_set = resolve_priors(priors)
+    cohort = _as_cohort(cohort, spec)
+    data = prepare_data(cohort, spec)
+    from .model import build_model
+
+    model = build_model(data, prior_set, prior_only=prior_only)
+    cores = cores or min(chains, os.cpu_count() or 1)
+    kwargs = dict(draws=draws, tune=tune, chains=chains, seed=seed, progressbar=progressbar, cores=cores)
+    if sampler == "nutpie":
+        idata = _sample_nutpie(model, data, _structure_key(data, spec, prior_set, prior_only), **kwargs)
+    else:
+        if sampler == "numpyro":
+            try:
+                import numpyro  # noqa: F401
+            except ImportError:
+                raise RechallengeError("sampler 'numpyro' needs jax and numpyro "
+                                       "(pip install numpyro); use 'nutpie' or 'pymc'") from None
+        idata = _sample_pymc(model, nuts_sampler=sampler, **kwargs)
+    diag = diagnose(idata, monitored_names(model))
+    if log_likelihood:
+        import pymc as pm
+
+        pointwise = pm.compute_deterministics(idata.posterior, var_names=["ll_pfs2", "ll_irae"],
+                                              model=model, progressbar=False)
+        groups = {"pfs2": pointwise["ll_pfs2"]}
+        if spec.has_irae:
+            groups["irae"] = pointwise["ll_irae"]
+        idata.add_groups(log_likelihood=pointwise.assign(**groups)[list(groups)])
+    idata.add_groups(log_prior=_log_prior(idata, prior_set, data))
+    _stamp(idata, spec=spec, priors=prior_set, data=data, diag=diag, sampler=sampler, seed=seed,
+           draws=draws, tune=tune, chains=chains, prior_only=prior_only)
+    if not diag.reliable:
+        warnings.warn("UNRELIABLE FIT: " + "; ".join(diag.problems)
+                      + ". Predictions from this fit are marked unreliable; sample longer "
+                        "(--draws/--tune) or simplify the model.", UnreliableFitWarning, stacklevel=2)
+    return idata
+
+
+def _stamp(idata, *, spec, priors, data, diag, sampler, seed, draws, tune, chains, prior_only) -> None:
+    import arviz
+    import pymc
+
+    try:
+        import nutpie
+        nutpie_version = nutpie.__version__
+    except ImportError:  # pragma: no cover
+        nutpie_version = "absent"
+    idata.attrs.update({
+        "rechallenge_version": __version__, "pymc_version": pymc.__version__,
+        "arviz_version": arviz.__version__, "nutpie_version": nutpie_version,
+        "model_spec": json.dumps(spec.to_dict()), "spec_sha256": spec.hash(),
+        "prior_set": priors.to_json(), "priors_sha256": priors.hash(),
+        "sampler": sampler, "seed": int(seed), "draws": int(draws), "tune": int(tune),
+        "chains": int(chains), "prior_only": int(prior_only),
+        "diagnostics": diag.to_json(), "reliable": int(diag.reliable),
+        "n_patients": data.n_patients, "n_events": int(data.event.sum()),
+        "n_imputed": json.dumps(data.n_imputed),
+        "standardisation": json.dumps(data.standardisation),
+        "levels": json.dumps({k: list(v) for k, v in data.levels.items()}),
+    })
+
+
+def is_reliable(idata) -> bool:
+    """Whether a fit passed the convergence gate."""
+    return bool(int(idata.attrs.get("reliable", 0)))
