@@ -18,6 +18,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/rechallenge priors
+	$(BIN)/rechallenge fit demo --out build/demo_fit.nc
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"

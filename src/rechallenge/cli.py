@@ -2,6 +2,7 @@
 
 ``rechallenge priors``    the model's priors (table, JSON or YAML), optionally saved.
 ``rechallenge evidence``  the evidence rows behind the priors, with their discounts.
+``rechallenge fit``       fit the model to a cohort CSV and save the posterior (NetCDF).
 
 User errors (a bad file, an unknown option value) print one line starting with
 ``error:`` on standard error and exit with code 2; no traceback.
@@ -104,6 +105,47 @@ def _cmd_evidence(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fit(args: argparse.Namespace) -> int:
+    import warnings
+
+    from .cohort import read_cohort
+    from .modelspec import load_spec
+    from .priors import resolve_priors
+
+    if args.out.suffix != ".nc":
+        raise RechallengeError(f"--out {args.out}: a fit is saved as NetCDF; use a .nc file name")
+    spec = load_spec(args.spec)
+    if str(args.cohort) == "demo":
+        path = Path(__file__).parent / "data" / "demo_cohort_synthetic.csv"
+        print("Using the bundled SYNTHETIC demo cohort (300 simulated patients, not real data).",
+              file=sys.stderr)
+    else:
+        path = args.cohort
+    # Validate everything cheap before importing PyMC and compiling.
+    cohort = read_cohort(path, required=sorted(spec.required_columns()), extra=spec.extra_types)
+    priors = resolve_priors(args.priors)
+    print(f"Fitting {cohort.n_patients} patients ({cohort.n_events} PFS2 events) with the "
+          f"{spec.name!r} specification and {priors.name!r} priors; compiling the model takes "
+          "a while the first time ...", file=sys.stderr)
+    from .fit import UnreliableFitWarning, fit
+    from .fitio import save
+    from .summary import fit_report
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnreliableFitWarning)
+        idata = fit(cohort, spec, priors, sampler=args.sampler, draws=args.draws, tune=args.tune,
+                    chains=args.chains, seed=args.seed, progressbar=not args.no_progress)
+    for w in caught:
+        if issubclass(w.category, UnreliableFitWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+    save(idata, args.out)
+    print(fit_report(idata))
+    print(f"\nSaved to {args.out}", file=sys.stderr)
+    if args.strict and not int(idata.attrs["reliable"]):
+        return 3
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rechallenge",
@@ -127,6 +169,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--spec", type=Path)
     e.add_argument("--evidence", type=Path)
     e.set_defaults(func=_cmd_evidence)
+
+    f = sub.add_parser("fit", help="fit the model to a cohort CSV and save the posterior")
+    f.add_argument("cohort", help="cohort CSV (see README: cohort contract), or 'demo' for the "
+                                  "bundled synthetic demo cohort")
+    f.add_argument("--out", type=Path, required=True, help="output file (.nc, NetCDF)")
+    f.add_argument("--spec", default="literature", help="model specification YAML (default: literature)")
+    f.add_argument("--priors", default="literature", help="'literature', 'vague' or a prior-set file")
+    f.add_argument("--sampler", choices=("nutpie", "pymc", "numpyro"), default="nutpie")
+    f.add_argument("--draws", type=int, default=1000)
+    f.add_argument("--tune", type=int, default=1000)
+    f.add_argument("--chains", type=int, default=4)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    f.add_argument("--strict", action="store_true", help="exit with code 3 when the fit is unreliable")
+    f.set_defaults(func=_cmd_fit)
     return parser
 
 

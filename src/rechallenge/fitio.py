@@ -29,7 +29,9 @@ def content_hash(idata) -> str:
     for name in sorted(post.data_vars):
         h.update(name.encode())
         h.update(np.ascontiguousarray(post[name].values, dtype=np.float64).tobytes())
-    attrs = {k: v for k, v in idata.attrs.items() if k != "content_sha256"}
+    # NetCDF returns integers as NumPy scalars: normalise so the hash survives a round trip.
+    attrs = {k: (v.item() if isinstance(v, np.generic) else v)
+             for k, v in idata.attrs.items() if k != "content_sha256"}
     h.update(json.dumps(attrs, sort_keys=True, default=str).encode())
     return h.hexdigest()
 

@@ -93,9 +93,10 @@ def irae_loglik(xp: Any, y: Any, a_any: Any, b_severe: Any, zeta: Any) -> Any:
     """
     first = a_any + zeta
     second = b_severe + zeta
-    is0 = 1.0 * (y == 0)
-    is1 = 1.0 * (y == 1)
-    is2 = 1.0 * (y == 2)
+    # xp.equal, not ==: PyTensor does not overload == (it compares identity).
+    is0 = 1.0 * xp.equal(y, 0)
+    is1 = 1.0 * xp.equal(y, 1)
+    is2 = 1.0 * xp.equal(y, 2)
     return (is0 * log_sigmoid(xp, -first) + (is1 + is2) * log_sigmoid(xp, first)
             + is1 * log_sigmoid(xp, -second) + is2 * log_sigmoid(xp, second))
 

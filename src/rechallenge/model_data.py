@@ -161,13 +161,14 @@ def prepare_data(cohort, spec: ModelSpec, *, outcomes: bool = True) -> ModelData
     prevalence_n = obs.notna().sum().to_numpy(dtype=float) if imputed else np.zeros(0)
     prevalence_k = obs.fillna(0).sum().to_numpy(dtype=float) if imputed else np.zeros(0)
 
-    tumour_idx, tumour_levels = _group_index(data["tumour_type"], n)
+    uses_tumour = "tumour_type" in spec.pfs2_groups or "tumour_type" in spec.irae_groups
+    tumour_idx, tumour_levels = _group_index(data["tumour_type"] if uses_tumour else None, n)
     if "centre" in spec.pfs2_groups and "centre" in data:
         centre_key = data["tumour_type"].astype(str) + "/" + data["centre"].astype(str)
         centre_idx, centre_levels = _group_index(centre_key, n)
     else:
         centre_idx, centre_levels = np.zeros(n, dtype=np.int64), ("all",)
-    if "prior_irae_organ" in data and spec.has_irae:
+    if "prior_irae_organ" in spec.irae_groups and spec.has_irae:
         organ_idx, organ_levels = _group_index(data["prior_irae_organ"], n)
     else:
         organ_idx, organ_levels = np.zeros(n, dtype=np.int64), ("all",)

@@ -1,0 +1,157 @@
+"""Fitting: agreement with an independent reference on real data, prior reproduction,
+the convergence gate, reproducibility and save/load."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rechallenge.errors import RechallengeError
+from rechallenge.fit import UnreliableFitWarning, fit, is_reliable
+from rechallenge.fitio import load, save
+from rechallenge.priors import literature_priors
+from rechallenge.simulate import demo_cohort
+from rechallenge.summary import fit_report, summarise_fit
+
+DAYS_PER_MONTH = 365.25 / 12
+NCCTG_SPEC = {"name": "ncctg", "pfs2": {"baseline": "weibull", "covariates": ["ecog_ge2"],
+                                        "extra": {"female": "binary"}, "groups": []}, "irae": None}
+
+
+@pytest.fixture(scope="module")
+def ncctg() -> pd.DataFrame:
+    """NCCTG advanced lung cancer data (Loprinzi et al. 1994), as shipped by lifelines."""
+    from lifelines.datasets import load_lung
+
+    lung = load_lung().dropna(subset=["ph.ecog"]).reset_index(drop=True)  # 1 patient, as lifelines
+    return pd.DataFrame({
+        "patient_id": [f"L{i:03d}" for i in range(len(lung))],
+        "pfs2_months": lung["time"] / DAYS_PER_MONTH,
+        "pfs2_event": lung["status"].astype(int),
+        "ecog": lung["ph.ecog"].astype(int),
+        "female": (lung["sex"] == 2).astype(int),
+    })
+
+
+def test_ncctg_log_hrs_match_lifelines_weibull(ncctg):
+    """Vague priors: ECOG >= 2 and sex log-HRs within 0.05 of lifelines' Weibull MLE."""
+    from lifelines import WeibullAFTFitter
+
+    ref = ncctg.assign(ecog_ge2=(ncctg["ecog"] >= 2).astype(int))[
+        ["pfs2_months", "pfs2_event", "ecog_ge2", "female"]]
+    aft = WeibullAFTFitter().fit(ref, "pfs2_months", "pfs2_event")
+    rho = float(np.exp(aft.params_.loc[("rho_", "Intercept")]))
+    # Weibull AFT -> PH: log HR = -rho * beta_AFT
+    expected = {c: -rho * float(aft.params_.loc[("lambda_", c)]) for c in ("ecog_ge2", "female")}
+    idata = fit(ncctg, NCCTG_SPEC, "vague", draws=1000, tune=1000, chains=4, seed=3, progressbar=False)
+    assert is_reliable(idata)
+    log_hr = idata.posterior["log_hr"].mean(("chain", "draw"))
+    for name, value in expected.items():
+        assert abs(float(log_hr.sel(pfs2_covariate=name)) - value) < 0.05, (name, value)
+    shape = float(np.exp(idata.posterior["log_shape"]).mean())
+    assert shape == pytest.approx(rho, abs=0.05)
+
+
+@pytest.fixture(scope="module")
+def demo_fit():
+    return fit(demo_cohort().data, draws=500, tune=500, chains=2, seed=11, progressbar=False)
+
+
+def test_fit_groups_and_stamp(demo_fit):
+    assert {"posterior", "log_likelihood", "log_prior", "sample_stats"} <= set(demo_fit.groups())
+    ll = demo_fit.log_likelihood
+    assert ll["pfs2"].shape[-1] == 300 and ll["irae"].shape[-1] == 300
+    assert np.isfinite(ll["pfs2"].values).all()
+    attrs = demo_fit.attrs
+    assert attrs["priors_sha256"] == literature_priors().hash()
+    assert json.loads(attrs["n_imputed"]) == {"nlr": int(demo_cohort().data["nlr"].isna().sum())}
+    for key in ("rechallenge_version", "pymc_version", "model_spec", "seed", "diagnostics"):
+        assert key in attrs
+    # the log prior is the prior's log density at the draws
+    entry = literature_priors()[("pfs2", "tfi_le6")]
+    draws = demo_fit.posterior["pfs2_tfi_le6"].values.ravel()
+    assert np.allclose(demo_fit.log_prior["pfs2_tfi_le6"].values.ravel(), entry.distribution.logpdf(draws))
+
+
+def test_pointwise_loglik_sums_to_the_joint_likelihood(demo_fit):
+    """Patients without missing values: pfs2 + irae pointwise terms are their joint
+    log-likelihood, so the sum over patients must not depend on the split."""
+    ll = demo_fit.log_likelihood
+    total = (ll["pfs2"] + ll["irae"]).sum("patient_id" if "patient_id" in ll.dims else "patient")
+    assert np.isfinite(total.values).all()
+    assert (ll["irae"].values <= 0).all()
+
+
+def test_summary_and_report(demo_fit):
+    table = summarise_fit(demo_fit)
+    assert {"tfi_le6", "nlr", "regimen_ctla4", "baseline_any"} <= set(table["parameter"])
+    hr = table[(table.parameter == "ecog_ge2")].iloc[0]
+    assert hr["lower"] < hr["median"] < hr["upper"]
+    assert hr["prior_lower"] < hr["prior_median"] < hr["prior_upper"]
+    assert "ecog_ge2" in fit_report(demo_fit)
+
+
+def test_save_load_roundtrip_and_tamper_detection(demo_fit, tmp_path):
+    path = save(demo_fit, tmp_path / "fit.nc")
+    again = load(path)
+    pd.testing.assert_frame_equal(summarise_fit(again), summarise_fit(demo_fit))
+    # tamper: change one draw
+    again.posterior["pfs2_nlr"].values[0, 0] += 0.1
+    again.to_netcdf(tmp_path / "tampered.nc")
+    with pytest.raises(RechallengeError, match="integrity"):
+        load(tmp_path / "tampered.nc")
+    (tmp_path / "junk.nc").write_bytes(b"not a netcdf file at all")
+    with pytest.raises(RechallengeError, match="not a readable"):
+        load(tmp_path / "junk.nc")
+    with pytest.raises(RechallengeError, match="NetCDF"):
+        save(demo_fit, tmp_path / "fit.pkl")
+
+
+def test_same_seed_same_numbers_and_compiled_model_reuse(demo_fit):
+    from rechallenge import fit as fit_module
+
+    n_compiled = len(fit_module._COMPILED)
+    again = fit(demo_cohort().data, draws=500, tune=500, chains=2, seed=11, progressbar=False)
+    assert len(fit_module._COMPILED) == n_compiled  # reused, not recompiled
+    assert np.array_equal(again.posterior["log_hr"].values, demo_fit.posterior["log_hr"].values)
+    other = fit(demo_cohort().data, draws=500, tune=500, chains=2, seed=12, progressbar=False)
+    assert not np.array_equal(other.posterior["log_hr"].values, demo_fit.posterior["log_hr"].values)
+
+
+def test_prior_only_fit_reproduces_the_prior_set():
+    idata = fit(demo_cohort().data, prior_only=True, draws=4000, tune=1000, chains=2, seed=5,
+                progressbar=False, log_likelihood=False)
+    priors = literature_priors()
+    for name in ("ecog_ge2", "pfs1_lt6", "tfi_le6", "liver_mets", "nlr", "reason_progression"):
+        draws = idata.posterior["log_hr"].sel(pfs2_covariate=name).values.ravel()
+        expected = np.log(priors[("pfs2", name)].quantiles([0.05, 0.5, 0.95]))
+        assert np.quantile(draws, [0.05, 0.5, 0.95]) == pytest.approx(expected, abs=0.12), name
+    for var, key in (("log_median", ("pfs2", "baseline_median")), ("log_shape", ("pfs2", "weibull_shape"))):
+        draws = idata.posterior[var].values.ravel()
+        expected = np.log(priors[key].quantiles([0.05, 0.5, 0.95]))
+        assert np.quantile(draws, [0.05, 0.5, 0.95]) == pytest.approx(expected, abs=0.12), var
+    p_any = idata.posterior["irae_p_any_ref"].values.ravel()
+    assert np.quantile(p_any, [0.05, 0.5, 0.95]) == pytest.approx(
+        priors[("irae", "baseline_any")].quantiles([0.05, 0.5, 0.95]), abs=0.03)
+
+
+def test_under_sampled_fit_is_flagged_unreliable():
+    with pytest.warns(UnreliableFitWarning, match="UNRELIABLE"):
+        idata = fit(demo_cohort().data, draws=15, tune=10, chains=2, seed=1, progressbar=False,
+                    log_likelihood=False)
+    assert not is_reliable(idata)
+    assert json.loads(idata.attrs["diagnostics"])["problems"]
+    assert "UNRELIABLE" in fit_report(idata)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"sampler": "gibbs"}, "sampler must be"), ({"draws": 0}, "draws must be"),
+    ({"chains": 1.5}, "chains must be"),
+])
+def test_bad_fit_arguments(kwargs, match):
+    with pytest.raises(RechallengeError, match=match):
+        fit(demo_cohort().data, **kwargs)
