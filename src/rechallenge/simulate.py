@@ -60,8 +60,8 @@ month; :math:`C = \min(C_\text{admin}, D)`. The recorded time is
 ``pfs2_months`` :math:`= \max(\mathrm{round}(\min(T, C), 3), 0.001)` and
 ``pfs2_event`` :math:`= 1\{T \le C\}`.
 
-irAE recurrence: cumulative-logit (proportional-odds) ordinal model
---------------------------------------------------------------------
+irAE recurrence: sequential (continuation-ratio) logit, as in the model
+-----------------------------------------------------------------------
 With irAE covariates :math:`z_i` = (``regimen_ctla4``, ``prior_irae_grade3plus``,
 ``reason_progression``, ``reason_irae``, ``tfi_le6``) and the ordered outcome
 none < grade1_2 < grade3plus,
@@ -69,9 +69,12 @@ none < grade1_2 < grade3plus,
 .. math::
     \zeta_i = \sum_j \gamma_j z_{ij} + w_{g[i]} + o_{r[i]}, \qquad
     P(Y_i \ge \text{grade1\_2}) = \operatorname{logistic}(a_\text{any} + \zeta_i), \qquad
-    P(Y_i \ge \text{grade3plus}) = \operatorname{logistic}(a_3 + \zeta_i),
+    P(Y_i = \text{grade3plus} \mid Y_i \ge \text{grade1\_2}) = \operatorname{logistic}(b + \zeta_i),
 
-with :math:`a_3 < a_\text{any}`, :math:`w_g \sim N(0, \sigma_\text{tumour,irae}^2)` per
+(:func:`rechallenge.loglik.irae_probabilities`, the model's own formula) where
+:math:`b = \operatorname{logit}(\sigma(a_3) / \sigma(a_\text{any}))`, so that
+:math:`a_\text{any}` and :math:`a_3` are the logits of P(any grade) and P(grade >= 3) of
+the reference patient (:math:`a_3 < a_\text{any}`); :math:`w_g \sim N(0, \sigma_\text{tumour,irae}^2)` per
 tumour type and :math:`o_r \sim N(0, \sigma_\text{organ}^2)` per organ of the prior
 irAE (``prior_irae_organ``, including ``none``). :math:`e^{\gamma_j}` is a common odds
 ratio. A fraction ``irae_assessed_fraction`` of patients (completely at random) have
@@ -118,6 +121,8 @@ import pandas as pd
 import yaml
 from scipy.optimize import brentq
 from scipy.special import expit, logit
+
+from .loglik import irae_probabilities
 
 from .errors import RechallengeError
 
@@ -217,8 +222,9 @@ class Truth:
     gamma
         irAE-recurrence log odds ratios, keyed by :data:`IRAE_COVARIATES`.
     a_any, a_3
-        Cut-points: logit P(recurrence of any grade) and logit P(grade >= 3) of the
-        reference patient (``a_3 < a_any``).
+        logit P(recurrence of any grade) and logit P(grade >= 3) of the reference
+        patient (``a_3 < a_any``); the sequential-logit second-stage intercept is
+        ``b = logit(expit(a_3) / expit(a_any))``.
     sigma_tumour_irae, sigma_organ
         Standard deviations of the tumour-type and prior-irAE-organ effects on the
         log odds of recurrence.
@@ -858,8 +864,8 @@ def simulate_cohort(
         zeta += truth.gamma[name] * design[name].to_numpy()
     zeta += np.array([tumour_eff_irae[t] for t in tumour])
     zeta += np.array([organ_eff[o] for o in organ])
-    p_any = expit(truth.a_any + zeta)
-    p_3 = expit(truth.a_3 + zeta)
+    b_severe = float(logit(expit(truth.a_3) / expit(truth.a_any)))
+    p_any, p_3 = irae_probabilities(np, truth.a_any, b_severe, zeta)
     recurrence = np.where(u_irae < p_3, "grade3plus",
                           np.where(u_irae < p_any, "grade1_2", "none")).astype(object)
     recurrence[u_assessed >= irae_assessed_fraction] = None
