@@ -29,6 +29,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/fit_speed.py 300 3000 30000
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache

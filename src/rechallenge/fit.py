@@ -108,8 +108,11 @@ def monitored_names(model) -> list[str]:
 
 def _structure_key(data: ModelData, spec: ModelSpec, priors: PriorSet, prior_only: bool) -> tuple:
     """Everything that fixes the compiled graph (data values may change)."""
+    from .model import IRAE_INFORMATION_RATIO
+
     thr = spec.centred_min_patients
-    pattern = tuple((g, tuple(data.group_sizes(g) >= thr)) for g in data.levels)
+    pattern = tuple((g, tuple(data.group_sizes(g) >= t))
+                    for g in data.levels for t in (thr, IRAE_INFORMATION_RATIO * thr))
     return (spec.hash(), priors.hash(), pattern, data.imputed_names,
             tuple(sorted(data.continuous_missing)), data.n_latent, data.n_rows != data.n_patients,
             prior_only)

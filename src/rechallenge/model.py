@@ -15,7 +15,9 @@ elsewhere). Equations (see :mod:`rechallenge.loglik` for the likelihoods)::
     p_j ~ Beta(1, 1): prevalence of each binary covariate with missing values
 
 Group intercepts use the centred form for groups with at least
-``spec.centred_min_patients`` patients and the non-centred form otherwise.
+``spec.centred_min_patients`` patients and the non-centred form otherwise; for the irAE
+part the threshold is ``IRAE_INFORMATION_RATIO`` times higher, because a patient's
+ordinal outcome carries about p(1 − p) ≈ 1/4 of the information of a PFS2 event.
 Piecewise-exponential baseline: log h_1 ~ N(log ln 2 − E[log m], sd[log m]² + 0.5²),
 log h_{j+1} − log h_j ~ N(0, 0.5²) (a judgement: the hazard rarely changes more than
 e^{±1} between adjacent intervals).
@@ -38,6 +40,7 @@ from .model_data import IRAE_NOT_ASSESSED, ModelData
 from .priorset import PriorEntry, PriorSet
 
 RW_SD = 0.5
+IRAE_INFORMATION_RATIO = 4
 
 
 def _prior_rv(name: str, entry: PriorEntry, **kwargs: Any):
@@ -164,13 +167,13 @@ def build_model(data: ModelData, priors: PriorSet, *, prior_only: bool = False) 
             if "tumour_type" in spec.irae_groups:
                 sigma_ti = _prior_rv("sigma_tumour_irae", priors[("irae", "sigma_tumour_type")])
                 w = _group_effect("tumour_effect_irae", "tumour_type", data.group_sizes("tumour_type"),
-                                  sigma_ti, spec.centred_min_patients)
+                                  sigma_ti, IRAE_INFORMATION_RATIO * spec.centred_min_patients)
                 zeta = zeta + w[tumour_idx][rp]
             if "prior_irae_organ" in spec.irae_groups:
                 organ_idx = pm.Data("organ_idx", data.organ_idx)
                 sigma_o = _prior_rv("sigma_organ", priors[("irae", "sigma_organ")])
                 o = _group_effect("organ_effect", "prior_irae_organ", data.group_sizes("prior_irae_organ"),
-                                  sigma_o, spec.centred_min_patients)
+                                  sigma_o, IRAE_INFORMATION_RATIO * spec.centred_min_patients)
                 zeta = zeta + o[organ_idx][rp]
             a_any = _prior_rv("irae_a_any", priors[("irae", "baseline_any")])
             b_prior = severe_given_any_prior(priors)
