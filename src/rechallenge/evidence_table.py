@@ -128,7 +128,7 @@ def _validate_row(row: dict, known: set[str] | None, discounts: set[str] | None,
                   seen_ids: dict[str, int]) -> None:
     for col in REQUIRED_TEXT:
         if not row[col]:
-            raise _fail(row, f"required value missing", col)
+            raise _fail(row, "required value missing", col)
     if row["row_id"] in seen_ids:
         raise _fail(row, f"duplicate row_id (first on line {seen_ids[row['row_id']]})", "row_id")
     seen_ids[row["row_id"]] = row["line"]
