@@ -61,8 +61,6 @@ def summarise_fit(idata, ci: float = 0.95) -> pd.DataFrame:
     for label, outcome, measure, draws, key, var in _rows(idata):
         entry = priors[key] if key in priors else None
         prior_q = entry.quantiles([lo_q, 0.5, hi_q]) if entry is not None else [np.nan] * 3
-        if key == ("irae", "baseline_grade3plus"):
-            prior_q = [np.nan] * 3 if entry is None else prior_q
         diag = idata.posterior[[var]]
         records.append({
             "outcome": outcome, "parameter": label, "measure": measure,
