@@ -98,3 +98,12 @@ def test_numpy_and_pytensor_agree(case):
         a, b = both(lambda xp, y, z: loglik.irae_loglik(xp, y, -0.7, -0.4, z), Y, ETA)
         assert np.any(a != 0)
     assert np.allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_onehot_irae_loglik_equals_the_coded_one():
+    onehot = [(Y == k).astype(float) for k in (0, 1, 2)]
+    coded = loglik.irae_loglik(np, Y, -0.7, -0.4, ETA)
+    a, b = both(lambda xp, z: loglik.irae_loglik_onehot(xp, *onehot, -0.7, -0.4, z), ETA)
+    assert np.allclose(a, coded, rtol=1e-12, atol=1e-12)
+    assert np.allclose(b, coded, rtol=1e-12, atol=1e-12)
+    assert np.all(coded[Y == -1] == 0)

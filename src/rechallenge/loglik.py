@@ -91,14 +91,23 @@ def irae_loglik(xp: Any, y: Any, a_any: Any, b_severe: Any, zeta: Any) -> Any:
     ``y`` is coded 0 (none), 1 (grade 1–2), 2 (grade ≥ 3); entries outside {0,1,2}
     (e.g. −1 for not assessed) contribute 0.
     """
+    # xp.equal, not ==: PyTensor does not overload == (it compares identity).
+    onehot = [1.0 * xp.equal(y, k) for k in (0, 1, 2)]
+    return irae_loglik_onehot(xp, *onehot, a_any, b_severe, zeta)
+
+
+def irae_loglik_onehot(xp: Any, is0: Any, is1: Any, is2: Any, a_any: Any, b_severe: Any,
+                       zeta: Any) -> Any:
+    """:func:`irae_loglik` with the outcome given as 0/1 indicators (all 0: not assessed).
+
+    ``log σ(−x) = log σ(x) − x`` saves one softplus per stage.
+    """
     first = a_any + zeta
     second = b_severe + zeta
-    # xp.equal, not ==: PyTensor does not overload == (it compares identity).
-    is0 = 1.0 * xp.equal(y, 0)
-    is1 = 1.0 * xp.equal(y, 1)
-    is2 = 1.0 * xp.equal(y, 2)
-    return (is0 * log_sigmoid(xp, -first) + (is1 + is2) * log_sigmoid(xp, first)
-            + is1 * log_sigmoid(xp, -second) + is2 * log_sigmoid(xp, second))
+    log_p_first = log_sigmoid(xp, first)
+    log_p_second = log_sigmoid(xp, second)
+    return (is0 * (log_p_first - first) + (is1 + is2) * log_p_first
+            + is1 * (log_p_second - second) + is2 * log_p_second)
 
 
 def irae_probabilities(xp: Any, a_any: Any, b_severe: Any, zeta: Any) -> tuple[Any, Any]:

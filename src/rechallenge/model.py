@@ -36,7 +36,7 @@ import pytensor.tensor as pt
 
 from . import loglik
 from .mixture import NormalMixture
-from .model_data import IRAE_NOT_ASSESSED, ModelData
+from .model_data import ModelData
 from .priorset import PriorEntry, PriorSet
 
 RW_SD = 0.5
@@ -113,6 +113,11 @@ def build_model(data: ModelData, priors: PriorSet, *, prior_only: bool = False) 
         x_pfs2 = pm.Data("x_pfs2", data.x_pfs2)
         tumour_idx = pm.Data("tumour_idx", data.tumour_idx)
         rp = rows_patient
+        expanded = data.n_rows != data.n_patients
+
+        def row(v):
+            """Patient-level values on the rows (identity when no covariate is missing)."""
+            return v[rp] if expanded else v
 
         # PFS2 coefficients: one scalar per covariate (their priors differ in form)
         betas = []
@@ -132,19 +137,19 @@ def build_model(data: ModelData, priors: PriorSet, *, prior_only: bool = False) 
             sigma_t = _prior_rv("sigma_tumour", priors[("pfs2", "sigma_tumour_type")])
             u = _group_effect("tumour_effect", "tumour_type", data.group_sizes("tumour_type"),
                               sigma_t, spec.centred_min_patients)
-            eta = eta + u[tumour_idx][rp]
+            eta = eta + row(u[tumour_idx])
         if "centre" in spec.pfs2_groups:
             centre_idx = pm.Data("centre_idx", data.centre_idx)
             sigma_c = _prior_rv("sigma_centre", priors[("pfs2", "sigma_centre")])
             v = _group_effect("centre_effect", "centre", data.group_sizes("centre"),
                               sigma_c, spec.centred_min_patients)
-            eta = eta + v[centre_idx][rp]
+            eta = eta + row(v[centre_idx])
 
         logit_cure = _prior_rv("logit_cure", priors[("pfs2", "cure_fraction")]) if spec.cure_fraction else None
         if spec.baseline == "weibull":
             log_median = _prior_rv("log_median", priors[("pfs2", "baseline_median")])
             log_shape = _prior_rv("log_shape", priors[("pfs2", "weibull_shape")])
-            log_h, cum_h = loglik.weibull_terms(pt, time[rp], log_median, log_shape, eta)
+            log_h, cum_h = loglik.weibull_terms(pt, row(time), log_median, log_shape, eta)
         else:
             m = priors[("pfs2", "baseline_median")].distribution
             first = pm.Normal("log_hazard_first", mu=loglik.LOG_LOG2 - m.mean,
@@ -154,13 +159,14 @@ def build_model(data: ModelData, priors: PriorSet, *, prior_only: bool = False) 
                 "log_hazard", pt.concatenate([first[None], first + pt.cumsum(steps)]), dims="interval")
             exposure = pm.Data("exposure", data.exposure)
             interval = pm.Data("interval_idx", data.interval)
-            log_h, cum_h = loglik.piecewise_terms(pt, log_hazards, exposure[rp], interval[rp], eta)
-        ell_pfs2 = loglik.survival_loglik(pt, event[rp], log_h, cum_h, logit_cure)
+            log_h, cum_h = loglik.piecewise_terms(pt, log_hazards, row(exposure), row(interval), eta)
+        ell_pfs2 = loglik.survival_loglik(pt, row(event), log_h, cum_h, logit_cure)
         ell_irae = pt.zeros(data.n_rows)
 
         if spec.has_irae:
             x_irae = pm.Data("x_irae", data.x_irae)
-            y_irae = pm.Data("y_irae", data.y_irae)
+            # outcome as 0/1 indicators (rows of zeros: not assessed)
+            y_onehot = pm.Data("y_irae_onehot", (data.y_irae[:, None] == np.arange(3)).astype(float))
             gammas = [_prior_rv(f"irae_{name}", priors[("irae", name)]) for name in data.irae_names]
             gamma = pm.Deterministic("log_or", pt.stack(gammas) if gammas else pt.zeros(0), dims="irae_covariate")
             zeta = pt.dot(x_irae, gamma) if gammas else pt.zeros(data.n_rows)
@@ -168,21 +174,22 @@ def build_model(data: ModelData, priors: PriorSet, *, prior_only: bool = False) 
                 sigma_ti = _prior_rv("sigma_tumour_irae", priors[("irae", "sigma_tumour_type")])
                 w = _group_effect("tumour_effect_irae", "tumour_type", data.group_sizes("tumour_type"),
                                   sigma_ti, IRAE_INFORMATION_RATIO * spec.centred_min_patients)
-                zeta = zeta + w[tumour_idx][rp]
+                zeta = zeta + row(w[tumour_idx])
             if "prior_irae_organ" in spec.irae_groups:
                 organ_idx = pm.Data("organ_idx", data.organ_idx)
                 sigma_o = _prior_rv("sigma_organ", priors[("irae", "sigma_organ")])
                 o = _group_effect("organ_effect", "prior_irae_organ", data.group_sizes("prior_irae_organ"),
                                   sigma_o, IRAE_INFORMATION_RATIO * spec.centred_min_patients)
-                zeta = zeta + o[organ_idx][rp]
+                zeta = zeta + row(o[organ_idx])
             a_any = _prior_rv("irae_a_any", priors[("irae", "baseline_any")])
             b_prior = severe_given_any_prior(priors)
             b_severe = pm.Normal("irae_b_severe", mu=float(b_prior.means[0]), sigma=float(b_prior.sds[0]))
             p_any, p_sev = loglik.irae_probabilities(pt, a_any, b_severe, 0.0)
             pm.Deterministic("irae_p_any_ref", p_any)
             pm.Deterministic("irae_p_grade3plus_ref", p_sev)
-            assessed = pt.neq(y_irae[rp], IRAE_NOT_ASSESSED)
-            ell_irae = pt.switch(assessed, loglik.irae_loglik(pt, y_irae[rp], a_any, b_severe, zeta), 0.0)
+            y_rows = row(y_onehot)
+            ell_irae = loglik.irae_loglik_onehot(pt, y_rows[:, 0], y_rows[:, 1], y_rows[:, 2],
+                                                 a_any, b_severe, zeta)
 
         if data.imputed_names:
             prevalence = pm.Beta("prevalence", 1.0, 1.0, dims="imputed_covariate")
