@@ -33,7 +33,6 @@ def main() -> None:
 
     t0 = time.perf_counter()
     import nutpie
-    import numpy as np
     import pymc as pm
 
     from rechallenge.cohort import validate_cohort
@@ -68,7 +67,7 @@ def main() -> None:
                                            required=sorted(spec.required_columns())), spec)
         t = time.perf_counter()
         nutpie.sample(compiled.with_data(time=new.time, event=new.event, x_pfs2=new.x_pfs2,
-                                         x_irae=new.x_irae, y_irae_onehot=(new.y_irae[:, None] == np.arange(3)).astype(float), tumour_idx=new.tumour_idx,
+                                         x_irae=new.x_irae, y_irae_onehot=new.y_irae_onehot, tumour_idx=new.tumour_idx,
                                          organ_idx=new.organ_idx, rows_patient=new.rows_patient),
                       draws=args.draws, tune=args.tune, chains=args.chains, seed=2, progress_bar=False,
                       cores=os.cpu_count(), target_accept=TARGET_ACCEPT, low_rank_modified_mass_matrix=n >= 5000)

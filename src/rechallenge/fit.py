@@ -125,7 +125,7 @@ def _data_updates(data: ModelData) -> dict[str, np.ndarray]:
     updates = {"time": data.time, "event": data.event, "rows_patient": data.rows_patient,
                "x_pfs2": data.x_pfs2, "tumour_idx": data.tumour_idx, "centre_idx": data.centre_idx,
                "exposure": data.exposure, "interval_idx": data.interval, "x_irae": data.x_irae,
-               "y_irae_onehot": (data.y_irae[:, None] == np.arange(3)).astype(float),
+               "y_irae_onehot": data.y_irae_onehot,
                "organ_idx": data.organ_idx, "row_imputed": data.row_imputed,
                "row_value": data.row_value, "first_row": data.first_row}
     return updates

@@ -166,7 +166,7 @@ def build_model(data: ModelData, priors: PriorSet, *, prior_only: bool = False) 
         if spec.has_irae:
             x_irae = pm.Data("x_irae", data.x_irae)
             # outcome as 0/1 indicators (rows of zeros: not assessed)
-            y_onehot = pm.Data("y_irae_onehot", (data.y_irae[:, None] == np.arange(3)).astype(float))
+            y_onehot = pm.Data("y_irae_onehot", data.y_irae_onehot)
             gammas = [_prior_rv(f"irae_{name}", priors[("irae", name)]) for name in data.irae_names]
             gamma = pm.Deterministic("log_or", pt.stack(gammas) if gammas else pt.zeros(0), dims="irae_covariate")
             zeta = pt.dot(x_irae, gamma) if gammas else pt.zeros(data.n_rows)

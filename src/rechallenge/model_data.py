@@ -85,6 +85,11 @@ class ModelData:
     def n_rows(self) -> int:
         return int(self.rows_patient.size)
 
+    @property
+    def y_irae_onehot(self) -> np.ndarray:
+        """(N, 3) indicators of none / grade 1–2 / grade ≥ 3 (zeros: not assessed)."""
+        return (self.y_irae[:, None] == np.arange(3)).astype(float)
+
     def group_sizes(self, group: str) -> np.ndarray:
         """Patients per level of ``tumour_type``, ``centre`` or ``prior_irae_organ``."""
         idx = {"tumour_type": self.tumour_idx, "centre": self.centre_idx,
