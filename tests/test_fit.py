@@ -73,8 +73,9 @@ def test_fit_groups_and_stamp(demo_fit):
         assert key in attrs
     # the log prior is the prior's log density at the draws
     entry = literature_priors()[("pfs2", "tfi_le6")]
-    draws = demo_fit.posterior["pfs2_tfi_le6"].values.ravel()
-    assert np.allclose(demo_fit.log_prior["pfs2_tfi_le6"].values.ravel(), entry.distribution.logpdf(draws))
+    draws = demo_fit.posterior["log_hr"].sel(pfs2_covariate="tfi_le6").values.ravel()
+    log_prior = demo_fit.log_prior["log_hr"].sel(pfs2_covariate="tfi_le6").values.ravel()
+    assert np.allclose(log_prior, entry.distribution.logpdf(draws))
 
 
 def test_pointwise_loglik_sums_to_the_joint_likelihood(demo_fit):
@@ -100,7 +101,7 @@ def test_save_load_roundtrip_and_tamper_detection(demo_fit, tmp_path):
     again = load(path)
     pd.testing.assert_frame_equal(summarise_fit(again), summarise_fit(demo_fit))
     # tamper: change one draw
-    again.posterior["pfs2_nlr"].values[0, 0] += 0.1
+    again.posterior["log_hr"].values[0, 0, 0] += 0.1
     again.to_netcdf(tmp_path / "tampered.nc")
     with pytest.raises(RechallengeError, match="integrity"):
         load(tmp_path / "tampered.nc")

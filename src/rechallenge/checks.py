@@ -103,12 +103,13 @@ def conflict_report(idata, *, threshold: float = THRESHOLD) -> pd.DataFrame:
         loglik_total = sum(ll[v].sum([d for d in ll[v].dims if d not in ("chain", "draw")])
                            for v in ll.data_vars).values.ravel()
     rows = []
-    for var in idata.log_prior.data_vars:
-        if not (var.startswith("pfs2_") or var.startswith("irae_")) or var == "irae_a_any":
-            continue
-        outcome, name = var.split("_", 1)
+    coefficients = [(outcome, str(name), idata.log_prior[var].sel({dim: name}).values.ravel(),
+                     post[var].sel({dim: name}).values.ravel())
+                    for var, outcome, dim in (("log_hr", "pfs2", "pfs2_covariate"),
+                                              ("log_or", "irae", "irae_covariate"))
+                    if var in idata.log_prior for name in idata.log_prior[dim].values]
+    for outcome, name, log_prior, draws in coefficients:
         entry = priors[(outcome, name)] if (outcome, name) in priors else None
-        draws = post[var].values.ravel()
         row: dict[str, Any] = {"outcome": outcome, "parameter": name,
                                "prior_vague_weight": np.nan, "posterior_vague_weight": np.nan}
         if entry is not None and entry.robust_weight > 0:
@@ -117,7 +118,7 @@ def conflict_report(idata, *, threshold: float = THRESHOLD) -> pd.DataFrame:
                 / (np.sqrt(2 * np.pi) * d.sds[-1])
             row["prior_vague_weight"] = float(d.weights[-1])
             row["posterior_vague_weight"] = float(np.mean(vague / d.pdf(draws)))
-        row["prior_sensitivity"] = _sensitivity(draws, idata.log_prior[var].values.ravel())
+        row["prior_sensitivity"] = _sensitivity(draws, log_prior)
         row["likelihood_sensitivity"] = (_sensitivity(draws, loglik_total)
                                          if loglik_total is not None else np.nan)
         prior_s = row["prior_sensitivity"] >= threshold

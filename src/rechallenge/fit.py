@@ -107,28 +107,16 @@ def monitored_names(model) -> list[str]:
 
 
 def _structure_key(data: ModelData, spec: ModelSpec, priors: PriorSet, prior_only: bool) -> tuple:
-    """Everything that fixes the compiled graph (data values may change)."""
-    from .model import IRAE_INFORMATION_RATIO
+    """Everything that fixes the compiled graph (data values and patient count may change)."""
+    from .model import uses_sufficient_statistics
 
-    thr = spec.centred_min_patients
-    pattern = tuple((g, tuple(data.group_sizes(g) >= t))
-                    for g in data.levels for t in (thr, IRAE_INFORMATION_RATIO * thr))
-    return (spec.hash(), priors.hash(), pattern, data.imputed_names,
-            tuple(sorted(data.continuous_missing)), data.n_latent, data.n_rows != data.n_patients,
-            prior_only)
+    levels = tuple((g, len(v)) for g, v in data.levels.items())
+    return (spec.hash(), priors.hash(), levels, data.imputed_names,
+            tuple(sorted(data.continuous_missing)), data.n_latent, data.expanded,
+            uses_sufficient_statistics(data), prior_only)
 
 
 _COMPILED: dict[tuple, Any] = {}
-
-
-def _data_updates(data: ModelData) -> dict[str, np.ndarray]:
-    updates = {"time": data.time, "event": data.event, "rows_patient": data.rows_patient,
-               "x_pfs2": data.x_pfs2, "tumour_idx": data.tumour_idx, "centre_idx": data.centre_idx,
-               "exposure": data.exposure, "interval_idx": data.interval, "x_irae": data.x_irae,
-               "y_irae_onehot": data.y_irae_onehot,
-               "organ_idx": data.organ_idx, "row_imputed": data.row_imputed,
-               "row_value": data.row_value, "first_row": data.first_row}
-    return updates
 
 
 def _sample_nutpie(model, data, key, *, draws, tune, chains, seed, progressbar, cores):
@@ -142,7 +130,9 @@ def _sample_nutpie(model, data, key, *, draws, tune, chains, seed, progressbar, 
         _COMPILED[key] = compiled
     else:
         shared = set(compiled.shared_data)
-        compiled = compiled.with_data(**{k: v for k, v in _data_updates(data).items() if k in shared})
+        from .model import model_inputs
+
+        compiled = compiled.with_data(**{k: v for k, v in model_inputs(data).items() if k in shared})
     low_rank = data.n_patients >= 5000
     return nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed,
                          progress_bar=progressbar, cores=cores, target_accept=TARGET_ACCEPT,
@@ -162,16 +152,26 @@ def _sample_pymc(model, *, draws, tune, chains, seed, progressbar, cores, nuts_s
 
 
 def _log_prior(idata, priors: PriorSet, data: ModelData):
-    """Log prior density per draw of each coefficient and baseline parameter."""
+    """Log prior density per draw of each coefficient and baseline parameter.
+
+    Coefficients keep their dims (``log_hr`` over ``pfs2_covariate``, ``log_or`` over
+    ``irae_covariate``); the densities are those of :func:`rechallenge.model.coefficient_priors`.
+    """
     import xarray as xr
+
+    from .model import coefficient_priors
 
     post = idata.posterior
     out = {}
-    names = {f"pfs2_{n}": ("pfs2", n) for n in data.pfs2_names} | {
-        f"irae_{n}": ("irae", n) for n in data.irae_names} | {
-        "log_median": ("pfs2", "baseline_median"), "log_shape": ("pfs2", "weibull_shape"),
-        "logit_cure": ("pfs2", "cure_fraction"), "irae_a_any": ("irae", "baseline_any")}
-    for var, key in names.items():
+    for var, outcome, dim in (("log_hr", "pfs2", "pfs2_covariate"), ("log_or", "irae", "irae_covariate")):
+        if var in post and post[var].sizes.get(dim, 0):
+            dists = coefficient_priors(data, priors, outcome)
+            values = post[var].transpose("chain", "draw", dim).values
+            dens = np.stack([d.logpdf(values[..., j]) for j, d in enumerate(dists)], axis=-1)
+            out[var] = xr.DataArray(dens, dims=("chain", "draw", dim), coords=post[var].coords)
+    scalars = {"log_median": ("pfs2", "baseline_median"), "log_shape": ("pfs2", "weibull_shape"),
+               "logit_cure": ("pfs2", "cure_fraction"), "irae_a_any": ("irae", "baseline_any")}
+    for var, key in scalars.items():
         if var in post and key in priors and priors[key].distribution is not None:
             values = post[var].values
             out[var] = xr.DataArray(priors[key].distribution.logpdf(values.ravel()).reshape(values.shape),

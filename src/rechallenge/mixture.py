@@ -247,3 +247,29 @@ def mix(components: Sequence[tuple[float, NormalMixture]]) -> NormalMixture:
     w = np.concatenate([ai * m.weights for ai, (_, m) in zip(a, components)])
     return NormalMixture(w / w.sum(), np.concatenate([m.means for _, m in components]),
                          np.concatenate([m.sds for _, m in components]))
+
+
+def stack_mixtures(mixtures: Sequence[NormalMixture]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(weights, means, sds)`` arrays of shape ``(K, C)`` for K mixtures, C = most components.
+
+    Mixtures with fewer than C components are padded **exactly**: their heaviest
+    component is split into equal-weight copies (same mean and sd), so every row has the
+    same density as its mixture. This lets a vector of parameters with different
+    mixture priors be one vectorised random variable (one node in the model graph).
+    """
+    if not mixtures:
+        return np.zeros((0, 1)), np.zeros((0, 1)), np.ones((0, 1))
+    c = max(m.n_components for m in mixtures)
+    rows = []
+    for m in mixtures:
+        w, mu, sd = (list(v) for v in (m.weights, m.means, m.sds))
+        pad = c - m.n_components
+        if pad:
+            j = int(np.argmax(m.weights))
+            w[j] = m.weights[j] / (pad + 1)
+            w += [w[j]] * pad
+            mu += [m.means[j]] * pad
+            sd += [m.sds[j]] * pad
+        rows.append((w, mu, sd))
+    weights, means, sds = (np.array([r[i] for r in rows], dtype=float) for i in range(3))
+    return weights, means, sds

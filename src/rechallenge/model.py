@@ -5,8 +5,8 @@ elsewhere). Equations (see :mod:`rechallenge.loglik` for the likelihoods)::
 
     η_i  = Σ_j β_j x_ij + u[tumour_i] (+ v[tumour_i/centre_i])         PFS2 log-hazard
     ζ_i  = Σ_j γ_j z_ij + w[tumour_i] + o[organ_i]                    irAE log-odds
-    β_j  ~ PriorSet("pfs2", j)   (log HR; mixtures where the prior is robust)
-    γ_j  ~ PriorSet("irae", j)   (log OR)
+    β_j  ~ PriorSet("pfs2", j)   (log HR ``log_hr``; mixtures where the prior is robust)
+    γ_j  ~ PriorSet("irae", j)   (log OR ``log_or``)
     log m ~ PriorSet baseline_median, log k ~ PriorSet weibull_shape (Weibull baseline)
     logit π ~ PriorSet cure_fraction (cure-fraction models)
     u ~ N(0, σ_t²), σ_t ~ HalfNormal(PriorSet sigma_tumour_type); v ~ N(0, σ_c²) …
@@ -15,7 +15,8 @@ elsewhere). Equations (see :mod:`rechallenge.loglik` for the likelihoods)::
     p_j ~ Beta(1, 1): prevalence of each binary covariate with missing values
 
 Group intercepts use the centred form for groups with at least
-``spec.centred_min_patients`` patients and the non-centred form otherwise; for the irAE
+``spec.centred_min_patients`` patients and the non-centred form otherwise (the choice is
+data, so the compiled graph does not depend on it); for the irAE
 part the threshold is ``IRAE_INFORMATION_RATIO`` times higher, because a patient's
 ordinal outcome carries about p(1 − p) ≈ 1/4 of the information of a PFS2 event.
 Piecewise-exponential baseline: log h_1 ~ N(log ln 2 − E[log m], sd[log m]² + 0.5²),
@@ -35,7 +36,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from . import loglik
-from .mixture import NormalMixture
+from .mixture import NormalMixture, stack_mixtures
 from .model_data import ModelData
 from .priorset import PriorEntry, PriorSet
 
@@ -51,6 +52,37 @@ def _prior_rv(name: str, entry: PriorEntry, **kwargs: Any):
     if d.n_components == 1:
         return pm.Normal(name, mu=float(d.means[0]), sigma=float(d.sds[0]), **kwargs)
     return pm.NormalMixture(name, w=d.weights, mu=d.means, sigma=d.sds, **kwargs)
+
+
+def coefficient_priors(data: ModelData, priors: PriorSet, outcome: str) -> list[NormalMixture]:
+    """The prior of each coefficient of ``outcome`` (``"pfs2"`` or ``"irae"``), in design order.
+
+    Literature covariates take their PriorSet entry; ``extra`` columns their declared
+    ``N(log median, sd_log²)`` (log-HR per unit, per SD for continuous columns).
+    """
+    extra = {e.name: e for e in data.spec.extra}
+    names = data.pfs2_names if outcome == "pfs2" else data.irae_names
+    out = []
+    for name in names:
+        if outcome == "pfs2" and name in extra:
+            out.append(NormalMixture.normal(float(np.log(extra[name].median)), float(extra[name].sd_log)))
+        else:
+            out.append(priors[(outcome, name)].distribution)
+    return out
+
+
+def _coefficients(name: str, mixtures: list[NormalMixture], dim: str):
+    """One vector random variable for all coefficients of an outcome (one graph node).
+
+    Priors with different numbers of components are padded exactly
+    (:func:`rechallenge.mixture.stack_mixtures`).
+    """
+    if not mixtures:
+        return pt.zeros(0)
+    w, mu, sd = stack_mixtures(mixtures)
+    if w.shape[1] == 1:
+        return pm.Normal(name, mu=mu[:, 0], sigma=sd[:, 0], dims=dim)
+    return pm.NormalMixture(name, w=w, mu=mu, sigma=sd, dims=dim)
 
 
 def severe_given_any_prior(priors: PriorSet, n: int = 20000, seed: int = 0) -> NormalMixture:
@@ -69,22 +101,77 @@ def severe_given_any_prior(priors: PriorSet, n: int = 20000, seed: int = 0) -> N
     return NormalMixture.normal(float(b.mean()), float(b.std()))
 
 
-def _group_effect(name: str, dim: str, sizes: np.ndarray, sigma, threshold: int):
-    """Intercepts with per-group centred/non-centred parameterisation."""
-    centred = np.flatnonzero(sizes >= threshold)
-    noncentred = np.flatnonzero(sizes < threshold)
-    effect = pt.zeros(sizes.size)
-    if centred.size:
-        c = pm.Normal(f"{name}_centred", 0.0, sigma, shape=centred.size)
-        effect = pt.set_subtensor(effect[centred], c)
-    if noncentred.size:
-        z = pm.Normal(f"{name}_offset", 0.0, 1.0, shape=noncentred.size)
-        effect = pt.set_subtensor(effect[noncentred], sigma * z)
-    return pm.Deterministic(name, effect, dims=dim)
+def _group_effect(name: str, dim: str, centred, sigma):
+    """Group intercepts, centred or non-centred per group as the data say.
+
+    ``centred`` is 0/1 data per group: ``z_g ~ N(0, s_g²)`` with ``s_g = σ`` (centred)
+    or 1 (non-centred), and the effect is ``z_g σ / s_g``. The form is data, not graph
+    structure, so one compiled model serves cohorts of any size.
+    """
+    scale = pt.switch(centred, sigma, 1.0)
+    z = pm.Normal(f"{name}_z", 0.0, scale, dims=dim)
+    return pm.Deterministic(name, z * sigma / scale, dims=dim)
+
+
+def centring(data: ModelData, group: str, threshold: int) -> np.ndarray:
+    """1.0 for groups with at least ``threshold`` patients (centred form), else 0.0."""
+    return (data.group_sizes(group) >= threshold).astype(float)
+
+
+def uses_sufficient_statistics(data: ModelData) -> bool:
+    """Whether the PFS2 likelihood takes its fast form (see :func:`build_model`)."""
+    spec = data.spec
+    return (not data.expanded and spec.baseline == "weibull" and not spec.cure_fraction
+            and not data.continuous_missing)
+
+
+def model_inputs(data: ModelData) -> dict[str, np.ndarray]:
+    """Every ``pm.Data`` array of the model, by name (NumPy only).
+
+    The one list of the model's data: :func:`build_model` declares them and a compiled
+    model is refitted by swapping them (:mod:`rechallenge.fit`). Besides the per-patient
+    arrays it holds event-weighted sums (``Σ d``, ``Σ d x``, ``Σ d log t``, events per
+    group) for the sufficient-statistic form of the Weibull likelihood, and the irAE
+    outcomes aggregated by predictor pattern.
+    """
+    spec = data.spec
+    thr = spec.centred_min_patients
+    out = {"time": data.time, "event": data.event, "rows_patient": data.rows_patient,
+           "x_pfs2": data.x_pfs2, "tumour_idx": data.tumour_idx, "centre_idx": data.centre_idx,
+           "exposure": data.exposure, "interval_idx": data.interval,
+           "tumour_centred": centring(data, "tumour_type", thr),
+           "centre_centred": centring(data, "centre", thr),
+           "x_irae": data.x_irae, "y_irae_onehot": data.y_irae_onehot, "organ_idx": data.organ_idx,
+           "tumour_irae_centred": centring(data, "tumour_type", IRAE_INFORMATION_RATIO * thr),
+           "organ_centred": centring(data, "prior_irae_organ", IRAE_INFORMATION_RATIO * thr),
+           "row_imputed": data.row_imputed, "row_value": data.row_value, "first_row": data.first_row}
+    if uses_sufficient_statistics(data):
+        d = data.event
+        out.update({
+            "log_time": np.log(data.time), "events": np.array(d.sum()),
+            "events_x_pfs2": d @ data.x_pfs2, "events_log_time": np.array(d @ np.log(data.time)),
+            "events_tumour": np.bincount(data.tumour_idx, weights=d, minlength=len(data.levels["tumour_type"])),
+            "events_centre": np.bincount(data.centre_idx, weights=d, minlength=len(data.levels["centre"]))})
+    if spec.has_irae and not data.expanded:
+        x, tumour, organ, counts = data.irae_patterns()
+        out.update({"pattern_x_irae": x, "pattern_tumour_idx": tumour, "pattern_organ_idx": organ,
+                    "pattern_counts": counts})
+    return out
 
 
 def build_model(data: ModelData, priors: PriorSet, *, prior_only: bool = False) -> pm.Model:
-    """The joint PyMC model of a cohort (see module docstring).
+    r"""The joint PyMC model of a cohort (see module docstring).
+
+    Two exact rewrites keep the gradient cheap (the likelihood is the same):
+
+    * Weibull PH without cure fraction and with one row per patient: the log-likelihood
+      in sufficient statistics,
+      :math:`\ell = D(\log k - k\log\lambda_0) + (k-1)\sum_i d_i\log t_i + (\sum_i d_i x_i)^\top\beta
+      + \sum_g D_g u_g - \sum_i \exp(k(\log t_i - \log\lambda_0) + \eta_i)`,
+      so only the last sum runs over patients.
+    * irAE outcome with one row per patient: patients with the same predictors are
+      aggregated (counts per outcome category), as the sequential-logit likelihood is
+      linear in the outcome indicators.
 
     Parameters
     ----------
@@ -105,51 +192,42 @@ def build_model(data: ModelData, priors: PriorSet, *, prior_only: bool = False) 
         "imputed_covariate": list(data.imputed_names),
         "interval": [f"[{a:g},{b:g})" for a, b in zip((0.0,) + spec.cuts, spec.cuts + (np.inf,))],
     }
-    extra = {e.name: e for e in spec.extra}
-    with pm.Model(coords=coords) as model:
-        time = pm.Data("time", data.time)
-        event = pm.Data("event", data.event)
-        rows_patient = pm.Data("rows_patient", data.rows_patient)
-        x_pfs2 = pm.Data("x_pfs2", data.x_pfs2)
-        tumour_idx = pm.Data("tumour_idx", data.tumour_idx)
-        rp = rows_patient
-        expanded = data.n_rows != data.n_patients
+    arrays = model_inputs(data)
+    fast = uses_sufficient_statistics(data)
+    with pm.Model(coords=coords, check_bounds=False) as model:
+        inp = {name: pm.Data(name, value) for name, value in arrays.items()}
+        rp = inp["rows_patient"]
 
         def row(v):
             """Patient-level values on the rows (identity when no covariate is missing)."""
-            return v[rp] if expanded else v
+            return v[rp] if data.expanded else v
 
-        # PFS2 coefficients: one scalar per covariate (their priors differ in form)
-        betas = []
-        for name in data.pfs2_names:
-            if name in extra:
-                e = extra[name]
-                betas.append(pm.Normal(f"pfs2_{name}", mu=np.log(e.median), sigma=e.sd_log))
-            else:
-                betas.append(_prior_rv(f"pfs2_{name}", priors[("pfs2", name)]))
-        beta = pm.Deterministic("log_hr", pt.stack(betas) if betas else pt.zeros(0), dims="pfs2_covariate")
-        xp = x_pfs2
+        # ---- PFS2 ---------------------------------------------------------------
+        beta = _coefficients("log_hr", coefficient_priors(data, priors, "pfs2"), "pfs2_covariate")
+        xp = inp["x_pfs2"]
         for j, (rows, latent_idx) in data.continuous_missing.items():
             latent = pm.Normal(f"latent_{data.pfs2_names[j]}", 0.0, 1.0, shape=int(latent_idx.max()) + 1)
             xp = pt.set_subtensor(xp[rows, j], latent[latent_idx])
-        eta = pt.dot(xp, beta) if betas else pt.zeros(data.n_rows)
+        eta = pt.dot(xp, beta) if data.pfs2_names else pt.zeros(data.n_rows)
+        events_eta = pt.dot(inp["events_x_pfs2"], beta) if fast and data.pfs2_names else 0.0
         if "tumour_type" in spec.pfs2_groups:
             sigma_t = _prior_rv("sigma_tumour", priors[("pfs2", "sigma_tumour_type")])
-            u = _group_effect("tumour_effect", "tumour_type", data.group_sizes("tumour_type"),
-                              sigma_t, spec.centred_min_patients)
-            eta = eta + row(u[tumour_idx])
+            u = _group_effect("tumour_effect", "tumour_type", inp["tumour_centred"], sigma_t)
+            eta = eta + row(u[inp["tumour_idx"]])
+            if fast:
+                events_eta = events_eta + pt.dot(inp["events_tumour"], u)
         if "centre" in spec.pfs2_groups:
-            centre_idx = pm.Data("centre_idx", data.centre_idx)
             sigma_c = _prior_rv("sigma_centre", priors[("pfs2", "sigma_centre")])
-            v = _group_effect("centre_effect", "centre", data.group_sizes("centre"),
-                              sigma_c, spec.centred_min_patients)
-            eta = eta + row(v[centre_idx])
+            v = _group_effect("centre_effect", "centre", inp["centre_centred"], sigma_c)
+            eta = eta + row(v[inp["centre_idx"]])
+            if fast:
+                events_eta = events_eta + pt.dot(inp["events_centre"], v)
 
         logit_cure = _prior_rv("logit_cure", priors[("pfs2", "cure_fraction")]) if spec.cure_fraction else None
         if spec.baseline == "weibull":
             log_median = _prior_rv("log_median", priors[("pfs2", "baseline_median")])
             log_shape = _prior_rv("log_shape", priors[("pfs2", "weibull_shape")])
-            log_h, cum_h = loglik.weibull_terms(pt, row(time), log_median, log_shape, eta)
+            log_h, cum_h = loglik.weibull_terms(pt, row(inp["time"]), log_median, log_shape, eta)
         else:
             m = priors[("pfs2", "baseline_median")].distribution
             first = pm.Normal("log_hazard_first", mu=loglik.LOG_LOG2 - m.mean,
@@ -157,50 +235,57 @@ def build_model(data: ModelData, priors: PriorSet, *, prior_only: bool = False) 
             steps = pm.Normal("log_hazard_step", 0.0, RW_SD, shape=len(spec.cuts))
             log_hazards = pm.Deterministic(
                 "log_hazard", pt.concatenate([first[None], first + pt.cumsum(steps)]), dims="interval")
-            exposure = pm.Data("exposure", data.exposure)
-            interval = pm.Data("interval_idx", data.interval)
-            log_h, cum_h = loglik.piecewise_terms(pt, log_hazards, row(exposure), row(interval), eta)
-        ell_pfs2 = loglik.survival_loglik(pt, row(event), log_h, cum_h, logit_cure)
+            log_h, cum_h = loglik.piecewise_terms(pt, log_hazards, row(inp["exposure"]),
+                                                  row(inp["interval_idx"]), eta)
+        ell_pfs2 = loglik.survival_loglik(pt, row(inp["event"]), log_h, cum_h, logit_cure)
+        if fast:
+            k = pt.exp(log_shape)
+            log_lam0 = loglik.weibull_log_scale(log_median, log_shape, pt)
+            total_pfs2 = (inp["events"] * (log_shape - k * log_lam0) + (k - 1.0) * inp["events_log_time"]
+                          + events_eta - pt.exp(k * (inp["log_time"] - log_lam0) + eta).sum())
         ell_irae = pt.zeros(data.n_rows)
+        total_irae = 0.0
 
+        # ---- irAE recurrence ----------------------------------------------------
         if spec.has_irae:
-            x_irae = pm.Data("x_irae", data.x_irae)
-            # outcome as 0/1 indicators (rows of zeros: not assessed)
-            y_onehot = pm.Data("y_irae_onehot", data.y_irae_onehot)
-            gammas = [_prior_rv(f"irae_{name}", priors[("irae", name)]) for name in data.irae_names]
-            gamma = pm.Deterministic("log_or", pt.stack(gammas) if gammas else pt.zeros(0), dims="irae_covariate")
-            zeta = pt.dot(x_irae, gamma) if gammas else pt.zeros(data.n_rows)
+            gamma = _coefficients("log_or", coefficient_priors(data, priors, "irae"), "irae_covariate")
+            groups = []
             if "tumour_type" in spec.irae_groups:
                 sigma_ti = _prior_rv("sigma_tumour_irae", priors[("irae", "sigma_tumour_type")])
-                w = _group_effect("tumour_effect_irae", "tumour_type", data.group_sizes("tumour_type"),
-                                  sigma_ti, IRAE_INFORMATION_RATIO * spec.centred_min_patients)
-                zeta = zeta + row(w[tumour_idx])
+                w = _group_effect("tumour_effect_irae", "tumour_type", inp["tumour_irae_centred"], sigma_ti)
+                groups.append((w, "tumour_idx"))
             if "prior_irae_organ" in spec.irae_groups:
-                organ_idx = pm.Data("organ_idx", data.organ_idx)
                 sigma_o = _prior_rv("sigma_organ", priors[("irae", "sigma_organ")])
-                o = _group_effect("organ_effect", "prior_irae_organ", data.group_sizes("prior_irae_organ"),
-                                  sigma_o, IRAE_INFORMATION_RATIO * spec.centred_min_patients)
-                zeta = zeta + row(o[organ_idx])
+                o = _group_effect("organ_effect", "prior_irae_organ", inp["organ_centred"], sigma_o)
+                groups.append((o, "organ_idx"))
             a_any = _prior_rv("irae_a_any", priors[("irae", "baseline_any")])
             b_prior = severe_given_any_prior(priors)
             b_severe = pm.Normal("irae_b_severe", mu=float(b_prior.means[0]), sigma=float(b_prior.sds[0]))
             p_any, p_sev = loglik.irae_probabilities(pt, a_any, b_severe, 0.0)
             pm.Deterministic("irae_p_any_ref", p_any)
             pm.Deterministic("irae_p_grade3plus_ref", p_sev)
-            y_rows = row(y_onehot)
-            ell_irae = loglik.irae_loglik_onehot(pt, y_rows[:, 0], y_rows[:, 1], y_rows[:, 2],
+
+            def irae_terms(prefix: str, outcome, expand):
+                zeta = pt.dot(inp[prefix + "x_irae"], gamma) if data.irae_names else 0.0
+                for effect, index in groups:
+                    zeta = zeta + expand(effect[inp[prefix + index]])
+                return loglik.irae_loglik_onehot(pt, outcome[:, 0], outcome[:, 1], outcome[:, 2],
                                                  a_any, b_severe, zeta)
 
+            ell_irae = irae_terms("", row(inp["y_irae_onehot"]), row)
+            if not data.expanded:
+                total_irae = irae_terms("pattern_", inp["pattern_counts"], lambda v: v).sum()
+
+        # ---- missing binary covariates: sum over configurations -------------------
         if data.imputed_names:
             prevalence = pm.Beta("prevalence", 1.0, 1.0, dims="imputed_covariate")
             if not prior_only:
                 pm.Binomial("prevalence_observed", n=data.prevalence_n.astype(np.int64), p=prevalence,
                             observed=data.prevalence_k.astype(np.int64), dims="imputed_covariate")
-            row_imputed = pm.Data("row_imputed", data.row_imputed)
-            row_value = pm.Data("row_value", data.row_value)
+            row_imputed, row_value = inp["row_imputed"], inp["row_value"]
             log_config = (row_imputed * (row_value * pt.log(prevalence)
                                          + (1 - row_value) * pt.log1p(-prevalence))).sum(axis=1)
-            first_row = pm.Data("first_row", data.first_row)
+            first_row = inp["first_row"]
 
             def per_patient(row_terms):
                 """log Σ_rows of a patient exp(log P(config) + row term)."""
@@ -213,7 +298,11 @@ def build_model(data: ModelData, priors: PriorSet, *, prior_only: bool = False) 
                 return row_terms
         joint = per_patient(ell_pfs2 + ell_irae)
         if not prior_only:
-            pm.Potential("loglik", joint.sum())
+            if data.expanded:
+                total = joint.sum()
+            else:
+                total = (total_pfs2 if fast else ell_pfs2.sum()) + total_irae
+            pm.Potential("loglik", total)
         # Pointwise log-likelihoods (kept out of the trace; computed after sampling):
         # PFS2 marginalised over missing covariates without the irAE outcome, and irAE
         # given PFS2 (their sum is the joint contribution of each patient).

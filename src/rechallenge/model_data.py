@@ -90,6 +90,32 @@ class ModelData:
         """(N, 3) indicators of none / grade 1–2 / grade ≥ 3 (zeros: not assessed)."""
         return (self.y_irae[:, None] == np.arange(3)).astype(float)
 
+    @property
+    def expanded(self) -> bool:
+        """Whether some patient has several rows (missing binary covariates)."""
+        return self.n_rows != self.n_patients
+
+    def irae_patterns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Assessed patients grouped by identical irAE predictors (rows = patients only).
+
+        The irAE part has only binary covariates and group indices, so patients with the
+        same predictors share ζ and their outcomes are sufficient statistics (binomial
+        aggregation): returns ``(x, tumour_idx, organ_idx, counts)`` with one row per
+        distinct pattern and ``counts[:, k]`` the number of patients with outcome k.
+        """
+        if self.expanded:
+            raise ValueError("irAE patterns need one row per patient (no missing binary covariates)")
+        assessed = self.y_irae >= 0
+        key = np.column_stack([self.x_irae[assessed], self.tumour_idx[assessed], self.organ_idx[assessed]])
+        q = self.x_irae.shape[1]
+        if not assessed.any():
+            return (np.zeros((0, q)), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64),
+                    np.zeros((0, 3)))
+        unique, inverse = np.unique(key, axis=0, return_inverse=True)
+        counts = np.zeros((len(unique), 3))
+        np.add.at(counts, (inverse.ravel(), self.y_irae[assessed]), 1.0)
+        return (unique[:, :q], unique[:, q].astype(np.int64), unique[:, q + 1].astype(np.int64), counts)
+
     def group_sizes(self, group: str) -> np.ndarray:
         """Patients per level of ``tumour_type``, ``centre`` or ``prior_irae_organ``."""
         idx = {"tumour_type": self.tumour_idx, "centre": self.centre_idx,

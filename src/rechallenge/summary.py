@@ -21,33 +21,36 @@ def _prior_set(idata) -> PriorSet:
 
 
 def _rows(idata):
-    """(label, outcome, parameter, measure, draws on natural scale, prior entry key)."""
+    """(label, outcome, measure, draws on natural scale, prior entry key, sampled draws).
+
+    The last item is the (chain, draw) array of the sampled parameter behind the row,
+    for its R-hat and ESS."""
     post = idata.posterior
     out = []
     if "log_hr" in post:
         for name in post["pfs2_covariate"].values:
             out.append((str(name), "pfs2", "HR", np.exp(post["log_hr"].sel(pfs2_covariate=name).values),
-                        ("pfs2", str(name)), f"pfs2_{name}"))
+                        ("pfs2", str(name)), post["log_hr"].sel(pfs2_covariate=name).values))
     if "log_median" in post:
         out.append(("baseline_median", "pfs2", "median_months", np.exp(post["log_median"].values),
-                    ("pfs2", "baseline_median"), "log_median"))
+                    ("pfs2", "baseline_median"), post["log_median"].values))
         out.append(("weibull_shape", "pfs2", "shape", np.exp(post["log_shape"].values),
-                    ("pfs2", "weibull_shape"), "log_shape"))
+                    ("pfs2", "weibull_shape"), post["log_shape"].values))
     if "logit_cure" in post:
         out.append(("cure_fraction", "pfs2", "probability", 1 / (1 + np.exp(-post["logit_cure"].values)),
-                    ("pfs2", "cure_fraction"), "logit_cure"))
+                    ("pfs2", "cure_fraction"), post["logit_cure"].values))
     if "log_or" in post:
         for name in post["irae_covariate"].values:
             out.append((str(name), "irae", "OR", np.exp(post["log_or"].sel(irae_covariate=name).values),
-                        ("irae", str(name)), f"irae_{name}"))
+                        ("irae", str(name)), post["log_or"].sel(irae_covariate=name).values))
         out.append(("baseline_any", "irae", "probability", post["irae_p_any_ref"].values,
-                    ("irae", "baseline_any"), "irae_a_any"))
+                    ("irae", "baseline_any"), post["irae_a_any"].values))
         out.append(("baseline_grade3plus", "irae", "probability", post["irae_p_grade3plus_ref"].values,
-                    ("irae", "baseline_grade3plus"), "irae_b_severe"))
+                    ("irae", "baseline_grade3plus"), post["irae_b_severe"].values))
     for sd_name, key in (("sigma_tumour", ("pfs2", "sigma_tumour_type")), ("sigma_centre", ("pfs2", "sigma_centre")),
                          ("sigma_tumour_irae", ("irae", "sigma_tumour_type")), ("sigma_organ", ("irae", "sigma_organ"))):
         if sd_name in post:
-            out.append((sd_name, key[0], "group_sd", post[sd_name].values, key, sd_name))
+            out.append((sd_name, key[0], "group_sd", post[sd_name].values, key, post[sd_name].values))
     return out
 
 
@@ -58,18 +61,17 @@ def summarise_fit(idata, ci: float = 0.95) -> pd.DataFrame:
     priors = _prior_set(idata)
     lo_q, hi_q = (1 - ci) / 2, 1 - (1 - ci) / 2
     records = []
-    for label, outcome, measure, draws, key, var in _rows(idata):
+    for label, outcome, measure, draws, key, sampled in _rows(idata):
         entry = priors[key] if key in priors else None
         prior_q = entry.quantiles([lo_q, 0.5, hi_q]) if entry is not None else [np.nan] * 3
-        diag = idata.posterior[[var]]
         records.append({
             "outcome": outcome, "parameter": label, "measure": measure,
             "median": float(np.median(draws)), "lower": float(np.quantile(draws, lo_q)),
             "upper": float(np.quantile(draws, hi_q)),
             "prior_median": float(prior_q[1]), "prior_lower": float(prior_q[0]),
             "prior_upper": float(prior_q[2]),
-            "r_hat": float(az.rhat(diag).to_array().max()),
-            "ess_bulk": float(az.ess(diag, method="bulk").to_array().min()),
+            "r_hat": float(az.rhat(sampled)),
+            "ess_bulk": float(az.ess(sampled, method="bulk")),
         })
     return pd.DataFrame.from_records(records)
 
