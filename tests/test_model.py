@@ -63,3 +63,26 @@ def test_irae_patterns_count_every_assessed_patient():
     assert counts.sum() == (data.y_irae >= 0).sum()
     assert np.array_equal(counts.sum(axis=0), np.bincount(data.y_irae[data.y_irae >= 0], minlength=3))
     assert len(np.unique(np.column_stack([x, tumour, organ]), axis=0)) == len(x)
+
+
+def test_numpy_prior_draws_match_the_pymc_model_prior():
+    """draw_prior (NumPy, used without PyMC by predict and SBC) and the PyMC model's own
+    prior (pm.sample_prior_predictive) are two implementations of one distribution."""
+    import pymc as pm
+
+    from rechallenge.prior_draws import draw_prior
+
+    spec = load_spec()
+    data, model = _model(spec, n=300)
+    with model:
+        pymc_draws = pm.sample_prior_predictive(draws=4000, random_seed=1).prior
+    ours = draw_prior(spec, literature_priors(), data.levels, draws=4000, seed=2)
+    common = set(ours.data_vars) & set(pymc_draws.data_vars)
+    assert {"log_hr", "log_or", "log_median", "log_shape", "tumour_effect", "organ_effect",
+            "sigma_tumour", "irae_a_any", "irae_b_severe", "irae_p_any_ref"} <= common
+    for var in sorted(common):
+        assert ours[var].dims == pymc_draws[var].dims, var
+        a = ours[var].values.reshape(4000, -1)
+        b = pymc_draws[var].values.reshape(4000, -1)
+        for j in range(a.shape[1]):
+            assert stats.ks_2samp(a[:, j], b[:, j]).pvalue > 1e-3, (var, j)

@@ -159,13 +159,13 @@ def _log_prior(idata, priors: PriorSet, data: ModelData):
     """
     import xarray as xr
 
-    from .model import coefficient_priors
+    from .prior_draws import coefficient_priors
 
     post = idata.posterior
     out = {}
     for var, outcome, dim in (("log_hr", "pfs2", "pfs2_covariate"), ("log_or", "irae", "irae_covariate")):
         if var in post and post[var].sizes.get(dim, 0):
-            dists = coefficient_priors(data, priors, outcome)
+            dists = coefficient_priors(data.spec, priors, outcome)
             values = post[var].transpose("chain", "draw", dim).values
             dens = np.stack([d.logpdf(values[..., j]) for j, d in enumerate(dists)], axis=-1)
             out[var] = xr.DataArray(dens, dims=("chain", "draw", dim), coords=post[var].coords)

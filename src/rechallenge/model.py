@@ -21,7 +21,8 @@ part the threshold is ``IRAE_INFORMATION_RATIO`` times higher, because a patient
 ordinal outcome carries about p(1 − p) ≈ 1/4 of the information of a PFS2 event.
 Piecewise-exponential baseline: log h_1 ~ N(log ln 2 − E[log m], sd[log m]² + 0.5²),
 log h_{j+1} − log h_j ~ N(0, 0.5²) (a judgement: the hazard rarely changes more than
-e^{±1} between adjacent intervals).
+e^{±1} between adjacent intervals). The priors' NumPy side (densities, draws) is
+:mod:`rechallenge.prior_draws`.
 
 All data enter through ``pm.Data`` so that a compiled model can be refitted on new data
 of the same structure (:mod:`rechallenge.fit`).
@@ -38,9 +39,9 @@ import pytensor.tensor as pt
 from . import loglik
 from .mixture import NormalMixture, stack_mixtures
 from .model_data import ModelData
+from .prior_draws import RW_SD, coefficient_priors, piecewise_baseline_prior, severe_given_any_prior
 from .priorset import PriorEntry, PriorSet
 
-RW_SD = 0.5
 IRAE_INFORMATION_RATIO = 4
 
 
@@ -52,23 +53,6 @@ def _prior_rv(name: str, entry: PriorEntry, **kwargs: Any):
     if d.n_components == 1:
         return pm.Normal(name, mu=float(d.means[0]), sigma=float(d.sds[0]), **kwargs)
     return pm.NormalMixture(name, w=d.weights, mu=d.means, sigma=d.sds, **kwargs)
-
-
-def coefficient_priors(data: ModelData, priors: PriorSet, outcome: str) -> list[NormalMixture]:
-    """The prior of each coefficient of ``outcome`` (``"pfs2"`` or ``"irae"``), in design order.
-
-    Literature covariates take their PriorSet entry; ``extra`` columns their declared
-    ``N(log median, sd_log²)`` (log-HR per unit, per SD for continuous columns).
-    """
-    extra = {e.name: e for e in data.spec.extra}
-    names = data.pfs2_names if outcome == "pfs2" else data.irae_names
-    out = []
-    for name in names:
-        if outcome == "pfs2" and name in extra:
-            out.append(NormalMixture.normal(float(np.log(extra[name].median)), float(extra[name].sd_log)))
-        else:
-            out.append(priors[(outcome, name)].distribution)
-    return out
 
 
 def _coefficients(name: str, mixtures: list[NormalMixture], dim: str):
@@ -83,22 +67,6 @@ def _coefficients(name: str, mixtures: list[NormalMixture], dim: str):
     if w.shape[1] == 1:
         return pm.Normal(name, mu=mu[:, 0], sigma=sd[:, 0], dims=dim)
     return pm.NormalMixture(name, w=w, mu=mu, sigma=sd, dims=dim)
-
-
-def severe_given_any_prior(priors: PriorSet, n: int = 20000, seed: int = 0) -> NormalMixture:
-    """Normal prior for ``b = logit P(grade ≥ 3 | any)`` implied by the PriorSet.
-
-    Draws ``P(any)`` and ``P(≥ 3)`` from their priors, keeps pairs with
-    ``P(≥ 3) < P(any)``, and moment-matches ``logit(P(≥ 3) / P(any))``.
-    """
-    rng = np.random.default_rng(seed)
-    a = priors[("irae", "baseline_any")].distribution.sample(n, rng)
-    s = priors[("irae", "baseline_grade3plus")].distribution.sample(n, rng)
-    p_any, p_sev = 1 / (1 + np.exp(-a)), 1 / (1 + np.exp(-s))
-    ratio = p_sev / p_any
-    ratio = ratio[ratio < 1]
-    b = np.log(ratio / (1 - ratio))
-    return NormalMixture.normal(float(b.mean()), float(b.std()))
 
 
 def _group_effect(name: str, dim: str, centred, sigma):
@@ -203,7 +171,7 @@ def build_model(data: ModelData, priors: PriorSet, *, prior_only: bool = False) 
             return v[rp] if data.expanded else v
 
         # ---- PFS2 ---------------------------------------------------------------
-        beta = _coefficients("log_hr", coefficient_priors(data, priors, "pfs2"), "pfs2_covariate")
+        beta = _coefficients("log_hr", coefficient_priors(spec, priors, "pfs2"), "pfs2_covariate")
         xp = inp["x_pfs2"]
         for j, (rows, latent_idx) in data.continuous_missing.items():
             latent = pm.Normal(f"latent_{data.pfs2_names[j]}", 0.0, 1.0, shape=int(latent_idx.max()) + 1)
@@ -229,9 +197,8 @@ def build_model(data: ModelData, priors: PriorSet, *, prior_only: bool = False) 
             log_shape = _prior_rv("log_shape", priors[("pfs2", "weibull_shape")])
             log_h, cum_h = loglik.weibull_terms(pt, row(inp["time"]), log_median, log_shape, eta)
         else:
-            m = priors[("pfs2", "baseline_median")].distribution
-            first = pm.Normal("log_hazard_first", mu=loglik.LOG_LOG2 - m.mean,
-                              sigma=float(np.hypot(m.sd, RW_SD)))
+            first_mean, first_sd = piecewise_baseline_prior(priors)
+            first = pm.Normal("log_hazard_first", mu=first_mean, sigma=first_sd)
             steps = pm.Normal("log_hazard_step", 0.0, RW_SD, shape=len(spec.cuts))
             log_hazards = pm.Deterministic(
                 "log_hazard", pt.concatenate([first[None], first + pt.cumsum(steps)]), dims="interval")
@@ -248,7 +215,7 @@ def build_model(data: ModelData, priors: PriorSet, *, prior_only: bool = False) 
 
         # ---- irAE recurrence ----------------------------------------------------
         if spec.has_irae:
-            gamma = _coefficients("log_or", coefficient_priors(data, priors, "irae"), "irae_covariate")
+            gamma = _coefficients("log_or", coefficient_priors(spec, priors, "irae"), "irae_covariate")
             groups = []
             if "tumour_type" in spec.irae_groups:
                 sigma_ti = _prior_rv("sigma_tumour_irae", priors[("irae", "sigma_tumour_type")])
