@@ -247,6 +247,7 @@ def fit(cohort: Any, spec: str | Path | Mapping[str, Any] | ModelSpec | None = "
     idata.add_groups(log_prior=_log_prior(idata, prior_set, data))
     _stamp(idata, spec=spec, priors=prior_set, data=data, diag=diag, sampler=sampler, seed=seed,
            draws=draws, tune=tune, chains=chains, prior_only=prior_only)
+    idata.attrs.update(cohort_description(cohort, data))
     if not diag.reliable:
         warnings.warn("UNRELIABLE FIT: " + "; ".join(diag.problems)
                       + ". Predictions from this fit are marked unreliable; sample longer "
@@ -276,6 +277,27 @@ def _stamp(idata, *, spec, priors, data, diag, sampler, seed, draws, tune, chain
         "standardisation": json.dumps(data.standardisation),
         "levels": json.dumps({k: list(v) for k, v in data.levels.items()}),
     })
+
+
+def cohort_description(cohort, data: ModelData) -> dict[str, str]:
+    """What predictions need to know about the fitted cohort (no patient-level data).
+
+    ``covariate_ranges``: min and max of each numeric column (predictions outside get a
+    warning); ``covariate_prevalence``: mean of each binary model covariate (used to
+    average over a covariate missing in a patient to predict).
+    """
+    from .cohort import IMPUTABLE
+
+    ranges = {}
+    for column in (*IMPUTABLE, *data.standardisation):
+        if column in cohort.data and column != "liver_mets":
+            values = cohort.data[column].astype(float).dropna()
+            if len(values):
+                ranges[column] = [float(values.min()), float(values.max())]
+    cov = cohort.covariates()
+    prevalence = {name: float(cov[name].mean()) for name in dict.fromkeys(data.pfs2_names + data.irae_names)
+                  if name not in data.standardisation and cov[name].notna().any()}
+    return {"covariate_ranges": json.dumps(ranges), "covariate_prevalence": json.dumps(prevalence)}
 
 
 def is_reliable(idata) -> bool:

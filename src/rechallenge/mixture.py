@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import optimize, special, stats
+from scipy import special
 
 
 def _as_vector(name: str, values: Any) -> np.ndarray:
@@ -135,13 +135,15 @@ class NormalMixture:
     def _ppf_scalar(self, q: float) -> float:
         if q in (0.0, 1.0):
             return -np.inf if q == 0.0 else np.inf
-        comp = stats.norm.ppf(q, self.means, self.sds)[self.weights > 0]
+        comp = (self.means + self.sds * special.ndtri(q))[self.weights > 0]
         lo, hi = float(comp.min()), float(comp.max())
         f_lo, f_hi = float(self.cdf(lo)) - q, float(self.cdf(hi)) - q
         if lo == hi or f_lo >= 0:  # single component, or rounding at the bracket ends
             return lo
         if f_hi <= 0:
             return hi
+        from scipy import optimize  # lazy: keeps `import rechallenge` light
+
         return float(optimize.brentq(lambda x: float(self.cdf(x)) - q, lo, hi,
                                      xtol=1e-13, rtol=8 * np.finfo(float).eps, maxiter=500))
 

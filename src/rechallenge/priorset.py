@@ -31,8 +31,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 import yaml
-from scipy.special import expit, logit
-from scipy.stats import norm
+from scipy.special import expit, logit, ndtri
 
 from ._resources import atomic_write_text
 from .errors import SpecError
@@ -121,7 +120,7 @@ class PriorEntry:
         """Quantiles on the natural scale (ratio, months, probability, sd)."""
         q = np.asarray(q, dtype=float)
         if self.measure == "group_sd":
-            return self.halfnormal_scale * norm.ppf((1 + q) / 2)  # type: ignore[operator]
+            return self.halfnormal_scale * ndtri((1 + q) / 2)  # type: ignore[operator]
         x = self.distribution.ppf(q)  # type: ignore[union-attr]
         return np.exp(x) if self.transform == "log" else expit(x)
 
