@@ -57,3 +57,17 @@ def test_loo_prefers_the_cure_model_when_there_is_a_cure_fraction():
     table = compare_specifications(fits)
     assert table.index[0] == "weibull_cure"
     assert table.loc["weibull", "elpd_diff"] > 2 * table.loc["weibull", "dse"]
+
+
+def test_prior_predictive_check_flags_a_cohort_the_priors_cannot_produce():
+    from rechallenge.prior_check import prior_predictive_check
+
+    ordinary = prior_predictive_check(simulate_cohort(300, seed=5).data, draws=500, seed=1)
+    assert not ordinary.table["flag"].any(), ordinary.table
+    # nobody progresses for years and irAEs come back in nearly everyone
+    truth = dataclasses.replace(default_truth(), log_median_ref=np.log(400.0), a_any=4.0, a_3=3.0)
+    odd = prior_predictive_check(simulate_cohort(300, seed=5, truth=truth).data, draws=500, seed=1)
+    flagged = set(odd.table.loc[odd.table["flag"], "statistic"])
+    assert {"pfs2_km_6mo", "irae_any"} <= flagged, odd.table
+    assert odd.curves.shape == (500, odd.times.size)
+    assert odd.plot() is not None

@@ -75,3 +75,32 @@ def load(path: str | Path):
         raise RechallengeError(f"{path}: integrity check failed — the file was changed after it "
                                "was saved, or is corrupt")
     return idata
+
+
+def load_posterior(path: str | Path):
+    """Read only what predictions need from a saved fit — the posterior draws and the
+    attributes — without ArviZ or PyMC, and check the integrity hash.
+
+    Returns a :class:`rechallenge.literature_model.PosteriorModel`.
+    """
+    import xarray as xr
+
+    from .literature_model import PosteriorModel
+
+    path = Path(path)
+    if not path.exists():
+        raise RechallengeError(f"fit file not found: {path}")
+    try:
+        with xr.open_dataset(path) as root:
+            attrs = dict(root.attrs)
+        posterior = xr.load_dataset(path, group="posterior")
+    except Exception as exc:  # netCDF4/h5py raise many types for corrupt files
+        raise RechallengeError(f"{path} is not a readable NetCDF fit ({type(exc).__name__})") from None
+    model = PosteriorModel(posterior, attrs)
+    missing = [a for a in REQUIRED_ATTRS + ("content_sha256",) if a not in attrs]
+    if missing:
+        raise RechallengeError(f"{path} is not a rechallenge fit (missing {missing})")
+    if content_hash(model) != attrs["content_sha256"]:
+        raise RechallengeError(f"{path}: integrity check failed — the file was changed after it "
+                               "was saved, or is corrupt")
+    return model
