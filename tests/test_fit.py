@@ -156,3 +156,14 @@ def test_under_sampled_fit_is_flagged_unreliable():
 def test_bad_fit_arguments(kwargs, match):
     with pytest.raises(RechallengeError, match=match):
         fit(demo_cohort().data, **kwargs)
+
+
+def test_numpyro_without_jax_is_a_clear_error():
+    pytest.importorskip("pymc")
+    try:
+        import numpyro  # noqa: F401
+        pytest.skip("numpyro is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(RechallengeError, match="needs jax and numpyro"):
+        fit(demo_cohort().data, sampler="numpyro", draws=10, tune=10, chains=1, progressbar=False)

@@ -226,6 +226,12 @@ def fit(cohort: Any, spec: str | Path | Mapping[str, Any] | ModelSpec | None = "
     for name, value, low in (("draws", draws, 1), ("tune", tune, 0), ("chains", chains, 1)):
         if int(value) != value or value < low:
             raise RechallengeError(f"{name} must be an integer >= {low}, got {value!r}")
+    if sampler == "numpyro":
+        try:
+            import numpyro  # noqa: F401  (only checks that it is installed)
+        except ImportError:
+            raise RechallengeError("sampler 'numpyro' needs jax and numpyro "
+                                   "(pip install numpyro); use 'nutpie' or 'pymc'") from None
     spec = load_spec(spec)
     prior_set = resolve_priors(priors)
     cohort = _as_cohort(cohort, spec)
@@ -238,12 +244,6 @@ def fit(cohort: Any, spec: str | Path | Mapping[str, Any] | ModelSpec | None = "
     if sampler == "nutpie":
         idata = _sample_nutpie(model, data, _structure_key(data, spec, prior_set, prior_only), **kwargs)
     else:
-        if sampler == "numpyro":
-            try:
-                import numpyro  # noqa: F401
-            except ImportError:
-                raise RechallengeError("sampler 'numpyro' needs jax and numpyro "
-                                       "(pip install numpyro); use 'nutpie' or 'pymc'") from None
         idata = _sample_pymc(model, nuts_sampler=sampler, **kwargs)
     diag = diagnose(idata, monitored_names(model))
     if log_likelihood:
