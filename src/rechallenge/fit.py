@@ -19,6 +19,7 @@ is raised and the fit is marked unreliable (predictions carry that mark).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -226,12 +227,9 @@ def fit(cohort: Any, spec: str | Path | Mapping[str, Any] | ModelSpec | None = "
     for name, value, low in (("draws", draws, 1), ("tune", tune, 0), ("chains", chains, 1)):
         if int(value) != value or value < low:
             raise RechallengeError(f"{name} must be an integer >= {low}, got {value!r}")
-    if sampler == "numpyro":
-        try:
-            import numpyro  # noqa: F401  (only checks that it is installed)
-        except ImportError:
-            raise RechallengeError("sampler 'numpyro' needs jax and numpyro "
-                                   "(pip install numpyro); use 'nutpie' or 'pymc'") from None
+    if sampler == "numpyro" and not all(importlib.util.find_spec(m) for m in ("jax", "numpyro")):
+        raise RechallengeError("sampler 'numpyro' needs jax and numpyro "
+                               "(pip install numpyro); use 'nutpie' or 'pymc'")
     spec = load_spec(spec)
     prior_set = resolve_priors(priors)
     cohort = _as_cohort(cohort, spec)
