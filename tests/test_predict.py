@@ -121,7 +121,7 @@ def test_missing_nlr_is_averaged_and_widens():
         assert (is_hi | is_lo).all(), q
     assert not (is_hi & is_lo).any()  # NLR matters for PFS2 in every draw
     assert stats.binomtest(int(is_hi.sum()), is_hi.size, 0.4).pvalue > 1e-3
-    assert "nlr is missing" in str(pred["warnings"].sel(patient="B").values)
+    assert "NLR (neutrophil-to-lymphocyte ratio) is missing" in str(pred["warnings"].sel(patient="B").values)
     # widening: law of total variance, var(B) = E[var | NLR] + var(E[· | NLR]) > E[var | NLR]
     for q in ("pfs2_6mo", "rmst_12mo"):
         var = {p: float(pred[q].sel(patient=p).var()) for p in ("B", "lo", "hi")}

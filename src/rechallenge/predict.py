@@ -46,7 +46,10 @@ DEFAULT_TIMES = np.round(np.arange(0.0, 36.0 + 1e-9, 0.5), 10)
 MILESTONES = (6.0, 12.0)
 RMST_HORIZON = 12.0
 QUANTITIES = ("pfs2_median_months", "pfs2_6mo", "pfs2_12mo", "rmst_12mo", "irae_any", "irae_grade3plus")
-_NUMERIC_SOURCES = ("ecog", "pfs1_months", "tfi_months", "nlr")
+#: Plain-language names of covariates that can be missing, for warnings.
+MISSING_LABELS = {"ecog_ge2": "ECOG performance status", "pfs1_lt6": "PFS1 (first-course PFS)",
+                  "tfi_le6": "treatment-free interval", "liver_mets": "liver metastases",
+                  "nlr": "NLR (neutrophil-to-lymphocyte ratio)"}
 _PATTERN_COLUMNS = ("tumour_type", "centre", "prior_irae_organ")
 
 
@@ -126,8 +129,9 @@ def _prepare(model: Any, cohort: Cohort, spec: ModelSpec) -> tuple[_Patients, di
                     warnings[i].append(f"{column} = {v:g} is outside the fitted cohort's range "
                                        f"[{lo:g}, {hi:g}]: extrapolation")
     for name in dict.fromkeys(pfs2_names + irae_names):
+        label = MISSING_LABELS.get(name, name)
         for i in np.flatnonzero(x_cov[name].isna().to_numpy()):
-            warnings[i].append(f"{name} is missing: averaged over its distribution (wider interval)")
+            warnings[i].append(f"{label} is missing: averaged over its distribution (wider interval)")
     levels = {k: list(v) for k, v in _attr_json(model, "levels", {}).items()}
     tumour_values = data["tumour_type"].astype(str) if "tumour_type" in data else pd.Series(["all"] * n)
     tumour, new_t = _group_codes(tumour_values, levels.get("tumour_type", ["all"]), "tumour type", warnings)
