@@ -11,7 +11,8 @@ from nbclient import NotebookClient
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 #: notebook -> minimum number of figures it must draw
 FAST = {"01_priors_from_the_reviews.ipynb": 8,  # forest plots for every card predictor, baselines
-        "02_fit_a_local_cohort.ipynb": 2}  # prior predictive check, posterior vs prior
+        "02_fit_a_local_cohort.ipynb": 2,  # prior predictive check, posterior vs prior
+        "05_validate_on_ncctg.ipynb": 3}  # calibration, KM posterior predictive check, irAE
 
 
 @pytest.mark.parametrize("name", sorted(FAST))
