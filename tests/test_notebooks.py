@@ -12,6 +12,7 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 #: notebook -> minimum number of figures it must draw
 FAST = {"01_priors_from_the_reviews.ipynb": 8,  # forest plots for every card predictor, baselines
         "02_fit_a_local_cohort.ipynb": 2,  # prior predictive check, posterior vs prior
+        "03_one_patient.ipynb": 2,  # PFS2 curve against the reference patient, icon array
         "05_validate_on_ncctg.ipynb": 3}  # calibration, KM posterior predictive check, irAE
 
 

@@ -3,6 +3,7 @@
 ``rechallenge priors``    the model's priors (table, JSON or YAML), optionally saved.
 ``rechallenge evidence``  the evidence rows behind the priors, with their discounts.
 ``rechallenge fit``       fit the model to a cohort CSV and save the posterior (NetCDF).
+``rechallenge predict``   one patient (flags) or many (CSV): PFS2 and irAE recurrence with intervals.
 ``rechallenge serve``     the clinician's web page (localhost), from a saved fit or the literature model.
 
 User errors (a bad file, an unknown option value) print one line starting with
@@ -186,8 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--strict", action="store_true", help="exit with code 3 when the fit is unreliable")
     f.set_defaults(func=_cmd_fit)
 
+    from .predict_cli import add_predict_parser
     from .web import add_serve_parser
 
+    add_predict_parser(sub)
     add_serve_parser(sub)
     return parser
 

@@ -11,7 +11,9 @@ file equals a fresh build, so it cannot go stale unnoticed.
 
 :func:`literature_model` returns a :class:`PosteriorModel` whose "posterior" is an exact
 draw from the priors (:func:`rechallenge.prior_draws.draw_prior`), so it is reliable by
-construction, and it is used by :func:`rechallenge.predict.predict` like a fit.
+construction, and it is used by :func:`rechallenge.predict.predict` like a fit. Its
+baselines are moved from a typical cohort to the reference patient
+(:func:`centre_baselines`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
 from ._resources import atomic_write_text, resource_path
@@ -82,13 +85,45 @@ def literature_model(draws: int = LITERATURE_DRAWS, seed: int = LITERATURE_SEED)
     priors = PriorSet.from_dict(art["prior_set"])
     levels = {"tumour_type": CATEGORIES["tumour_type"], "centre": ("all",),
               "prior_irae_organ": CATEGORIES["prior_irae_organ"]}
-    posterior = draw_prior(spec, priors, levels, draws=draws, seed=seed)
+    posterior = centre_baselines(draw_prior(spec, priors, levels, draws=draws, seed=seed),
+                                 art["covariate_prevalence"])
     attrs = {"source": "literature prior (no local data)", "model_spec": json.dumps(spec.to_dict()),
              "prior_set": json.dumps(art["prior_set"]), "priors_sha256": art["priors_sha256"],
              "reliable": 1, "n_patients": 0, "levels": json.dumps({k: list(v) for k, v in levels.items()}),
              "standardisation": "{}", "covariate_ranges": "{}",
              "covariate_prevalence": json.dumps(art["covariate_prevalence"]), "seed": seed}
     return PosteriorModel(posterior, attrs)
+
+
+def centre_baselines(posterior: xr.Dataset, prevalence: dict[str, float]) -> xr.Dataset:
+    r"""Move the baseline priors from a *typical* cohort to the *reference* patient.
+
+    The literature's baseline median PFS2 and recurrence rate describe typical
+    rechallenged cohorts, but the model's baseline is the reference patient, with every
+    binary covariate at 0 (the favourable level) — used as they are, every patient
+    would be predicted too pessimistically. With prevalences :math:`p_j`, a typical
+    patient has :math:`\bar\eta = \sum_j p_j\beta_j` and median
+    :math:`m\,e^{-\bar\eta/k}`; setting that equal to the literature median gives the
+    reference median :math:`m_{ref} = m\,e^{\bar\eta/k}`, i.e.
+    ``log_median += η̄ / k`` per draw. Likewise ``irae_a_any −= Σ p_j γ_j`` (logit scale).
+    Both are first-order (the median of a mixture over covariates is not the median at
+    the mean covariate). Fits are not affected: their data set the baseline.
+    """
+    post = posterior.copy()
+    if "log_hr" in post and "log_median" in post:
+        p = np.array([prevalence.get(str(n), 0.0) for n in post["pfs2_covariate"].values])
+        eta_bar = (post["log_hr"] * xr.DataArray(p, dims="pfs2_covariate")).sum("pfs2_covariate")
+        post["log_median"] = post["log_median"] + eta_bar / np.exp(post["log_shape"])
+    if "log_or" in post and "irae_a_any" in post:
+        from .loglik import irae_probabilities
+
+        p = np.array([prevalence.get(str(n), 0.0) for n in post["irae_covariate"].values])
+        zeta_bar = (post["log_or"] * xr.DataArray(p, dims="irae_covariate")).sum("irae_covariate")
+        post["irae_a_any"] = post["irae_a_any"] - zeta_bar
+        p_any, p_sev = irae_probabilities(np, post["irae_a_any"].values, post["irae_b_severe"].values, 0.0)
+        post["irae_p_any_ref"] = (post["irae_a_any"].dims, p_any)
+        post["irae_p_grade3plus_ref"] = (post["irae_a_any"].dims, p_sev)
+    return post
 
 
 def main() -> None:
