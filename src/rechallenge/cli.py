@@ -4,6 +4,8 @@
 ``rechallenge evidence``  the evidence rows behind the priors, with their discounts.
 ``rechallenge fit``       fit the model to a cohort CSV and save the posterior (NetCDF).
 ``rechallenge predict``   one patient (flags) or many (CSV): PFS2 and irAE recurrence with intervals.
+``rechallenge simulate``  a synthetic cohort from the model (same seed, same bytes) and its true parameters.
+``rechallenge study``     a simulation study (ADEMP) or simulation-based calibration from a YAML config.
 ``rechallenge serve``     the clinician's web page (localhost), from a saved fit or the literature model.
 
 User errors (a bad file, an unknown option value) print one line starting with
@@ -188,10 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=_cmd_fit)
 
     from .predict_cli import add_predict_parser
+    from .studies.cli import add_simulate_parser, add_study_parser
     from .web import add_serve_parser
 
     add_predict_parser(sub)
     add_serve_parser(sub)
+    add_simulate_parser(sub)
+    add_study_parser(sub)
     return parser
 
 
