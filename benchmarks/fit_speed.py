@@ -21,17 +21,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 import warnings
 
+from _common import machine
+
 warnings.filterwarnings("ignore")
-
-
-def _machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def main() -> None:
@@ -94,7 +89,7 @@ def main() -> None:
                          d.min_ess_bulk / total, d.divergences, d.max_rhat,
                          float(idata.sample_stats["n_steps"].mean())))
             print(rows[-1], flush=True)
-    print(f"\nmachine: {_machine()}; {args.chains} chains x {args.draws} draws after {args.tune} tuning")
+    print(f"\nmachine: {machine()}; {args.chains} chains x {args.draws} draws after {args.tune} tuning")
     print("| patients | sampler | compile s | sampling s | total wall s | min bulk ESS/s | divergences | max R-hat | steps/draw |")
     print("|---|---|---|---|---|---|---|---|---|")
     for n, s, c, smp, tot, ess, div, rhat, steps in rows:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -25,6 +24,8 @@ import sys
 import time
 import tracemalloc
 from pathlib import Path
+
+from _common import machine, timed
 
 REPO = Path(__file__).resolve().parents[1]
 FIT = REPO / "build" / "bench_fit.nc"
@@ -47,13 +48,6 @@ def ensure_fit() -> Path:
     return FIT
 
 
-def timed(fn, repeat: int) -> tuple[float, float]:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times)
 
 
 def cli_run(extra: list[str], repeat: int) -> tuple[float, float, float]:
@@ -134,12 +128,8 @@ def main() -> None:
         med, best, cpu = cli_run(["--format", fmt, "--out", str(out / f"patient.{fmt}")], max(2, args.repeat // 2))
         rows.append((f"`rechallenge predict` 1 patient, literature model, {fmt} (process)", (med, best),
                      f"CPU {cpu:.2f} s"))
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "cpu") \
-        if Path("/proc/cpuinfo").exists() else platform.processor()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"machine: {platform.machine()}, {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"{platform.system()}; load average at the end {load:.1f}; "
+    print(f"machine: {machine()}; load average at the end {load:.1f}; "
           f"max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
     print("| step | median s | best s | note |\n|---|---|---|---|")
     for name, (med, best), note in rows:

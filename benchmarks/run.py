@@ -11,24 +11,14 @@ Current steps:
 
 from __future__ import annotations
 
-import os
-import platform
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from _common import machine, timed
 
 
-def timed(fn, repeat: int = 5) -> tuple[float, float]:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), min(times)
 
 
 def main() -> None:
@@ -46,11 +36,7 @@ def main() -> None:
     rows.append(("`rechallenge priors --format json` (process)",
                  timed(lambda: subprocess.run([str(exe), "priors", "--format", "json"],
                                               check=True, capture_output=True), 3)))
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "cpu") \
-        if Path("/proc/cpuinfo").exists() else platform.processor()
-    print(f"machine: {platform.machine()}, {cpu}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}, {platform.system()}")
+    print(f"machine: {machine()}")
     print("| step | median s | best s |\n|---|---|---|")
     for name, (med, best) in rows:
         print(f"| {name} | {med:.3f} | {best:.3f} |")

@@ -17,20 +17,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import shutil
 import tempfile
 import time
 import warnings
 
+from _common import machine
+
 warnings.filterwarnings("ignore")
-
-
-def _machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor())
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def main() -> None:
@@ -69,7 +63,7 @@ def main() -> None:
     overall = 60 * (args.replicates + 4 * args.workers) / (warm + timed)
     unreliable = int(result.summary["n_unreliable"].sum())
     per_fit = float(result.raw["seconds"].median())
-    print(f"\nmachine: {_machine()}")
+    print(f"\nmachine: {machine()}")
     print("| date | n | chains x (tune + draws) | workers | replicates | warm-up s | timed s | "
           "median s per fit (in worker) | steady fits/min | fits/min incl. compile | unreliable |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -20,6 +21,22 @@ def resource_path(*parts: str) -> Path:
         if candidate.exists():
             return candidate
     raise FileNotFoundError(f"bundled file {'/'.join(parts)} not found")
+
+
+def read_yaml(path: str | Path, what: str, error: type[Exception]) -> Any:
+    """Parse a YAML file; an unreadable file or invalid YAML raises ``error`` naming ``what``
+    and the path (e.g. ``read_yaml(p, "model specification", SpecError)``)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"cannot read {what} {path}: {exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise error(f"{what} {path} is not valid YAML: {' '.join(str(exc).split())}") from None
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

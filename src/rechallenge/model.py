@@ -39,10 +39,15 @@ import pytensor.tensor as pt
 from . import loglik
 from .mixture import NormalMixture, stack_mixtures
 from .model_data import ModelData
-from .prior_draws import RW_SD, coefficient_priors, piecewise_baseline_prior, severe_given_any_prior
+from .prior_draws import GROUP_EFFECTS, RW_SD, coefficient_priors, piecewise_baseline_prior, severe_given_any_prior
 from .priorset import PriorEntry, PriorSet
 
 IRAE_INFORMATION_RATIO = 4
+#: Data names of each group effect: (group index, centred flags, events per group).
+GROUP_INPUTS = {"tumour_effect": ("tumour_idx", "tumour_centred", "events_tumour"),
+                "centre_effect": ("centre_idx", "centre_centred", "events_centre"),
+                "tumour_effect_irae": ("tumour_idx", "tumour_irae_centred", None),
+                "organ_effect": ("organ_idx", "organ_centred", None)}
 
 
 def _prior_rv(name: str, entry: PriorEntry, **kwargs: Any):
@@ -170,6 +175,18 @@ def build_model(data: ModelData, priors: PriorSet, *, prior_only: bool = False) 
             """Patient-level values on the rows (identity when no covariate is missing)."""
             return v[rp] if data.expanded else v
 
+        def group_effects(outcome: str) -> list:
+            """(effect, index data name, events data name) of each group of ``outcome``,
+            in :data:`GROUP_EFFECTS` order; σ ~ HalfNormal(PriorSet scale)."""
+            used = spec.pfs2_groups if outcome == "pfs2" else spec.irae_groups
+            out = []
+            for sd_var, group_outcome, key, effect, dim in GROUP_EFFECTS:
+                if group_outcome == outcome and dim in used:
+                    index, centred, events = GROUP_INPUTS[effect]
+                    sigma = _prior_rv(sd_var, priors[(outcome, key)])
+                    out.append((_group_effect(effect, dim, inp[centred], sigma), index, events))
+            return out
+
         # ---- PFS2 ---------------------------------------------------------------
         beta = _coefficients("log_hr", coefficient_priors(spec, priors, "pfs2"), "pfs2_covariate")
         xp = inp["x_pfs2"]
@@ -178,18 +195,10 @@ def build_model(data: ModelData, priors: PriorSet, *, prior_only: bool = False) 
             xp = pt.set_subtensor(xp[rows, j], latent[latent_idx])
         eta = pt.dot(xp, beta) if data.pfs2_names else pt.zeros(data.n_rows)
         events_eta = pt.dot(inp["events_x_pfs2"], beta) if fast and data.pfs2_names else 0.0
-        if "tumour_type" in spec.pfs2_groups:
-            sigma_t = _prior_rv("sigma_tumour", priors[("pfs2", "sigma_tumour_type")])
-            u = _group_effect("tumour_effect", "tumour_type", inp["tumour_centred"], sigma_t)
-            eta = eta + row(u[inp["tumour_idx"]])
+        for effect, index, events in group_effects("pfs2"):
+            eta = eta + row(effect[inp[index]])
             if fast:
-                events_eta = events_eta + pt.dot(inp["events_tumour"], u)
-        if "centre" in spec.pfs2_groups:
-            sigma_c = _prior_rv("sigma_centre", priors[("pfs2", "sigma_centre")])
-            v = _group_effect("centre_effect", "centre", inp["centre_centred"], sigma_c)
-            eta = eta + row(v[inp["centre_idx"]])
-            if fast:
-                events_eta = events_eta + pt.dot(inp["events_centre"], v)
+                events_eta = events_eta + pt.dot(inp[events], effect)
 
         logit_cure = _prior_rv("logit_cure", priors[("pfs2", "cure_fraction")]) if spec.cure_fraction else None
         if spec.baseline == "weibull":
@@ -216,15 +225,7 @@ def build_model(data: ModelData, priors: PriorSet, *, prior_only: bool = False) 
         # ---- irAE recurrence ----------------------------------------------------
         if spec.has_irae:
             gamma = _coefficients("log_or", coefficient_priors(spec, priors, "irae"), "irae_covariate")
-            groups = []
-            if "tumour_type" in spec.irae_groups:
-                sigma_ti = _prior_rv("sigma_tumour_irae", priors[("irae", "sigma_tumour_type")])
-                w = _group_effect("tumour_effect_irae", "tumour_type", inp["tumour_irae_centred"], sigma_ti)
-                groups.append((w, "tumour_idx"))
-            if "prior_irae_organ" in spec.irae_groups:
-                sigma_o = _prior_rv("sigma_organ", priors[("irae", "sigma_organ")])
-                o = _group_effect("organ_effect", "prior_irae_organ", inp["organ_centred"], sigma_o)
-                groups.append((o, "organ_idx"))
+            groups = group_effects("irae")
             a_any = _prior_rv("irae_a_any", priors[("irae", "baseline_any")])
             b_prior = severe_given_any_prior(priors)
             b_severe = pm.Normal("irae_b_severe", mu=float(b_prior.means[0]), sigma=float(b_prior.sds[0]))
@@ -234,7 +235,7 @@ def build_model(data: ModelData, priors: PriorSet, *, prior_only: bool = False) 
 
             def irae_terms(prefix: str, outcome, expand):
                 zeta = pt.dot(inp[prefix + "x_irae"], gamma) if data.irae_names else 0.0
-                for effect, index in groups:
+                for effect, index, _ in groups:
                     zeta = zeta + expand(effect[inp[prefix + index]])
                 return loglik.irae_loglik_onehot(pt, outcome[:, 0], outcome[:, 1], outcome[:, 2],
                                                  a_any, b_severe, zeta)

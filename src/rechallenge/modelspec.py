@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 
-from ._resources import resource_path
+from ._resources import read_yaml, resource_path
 from .errors import SpecError
 
 #: Literature covariates and the cohort columns they are derived from.
@@ -211,10 +210,5 @@ def load_spec(spec: str | Path | Mapping[str, Any] | ModelSpec | None = None) ->
     if isinstance(spec, Mapping):
         return spec_from_dict(spec)
     path = resource_path("models", "literature.yaml") if spec in (None, "literature") else Path(spec)
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SpecError(f"cannot read model specification {path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path} is not valid YAML: {exc}") from None
+    data = read_yaml(path, "model specification", SpecError)
     return spec_from_dict(data, source=str(path))

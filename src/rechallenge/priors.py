@@ -31,13 +31,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
-import yaml
 from scipy.special import expit
 
 from . import evidence as ev
-from ._resources import resource_path
+from ._resources import read_yaml, resource_path
 from .errors import RechallengeError, SpecError
-from .evidence_table import outcome_of, read_evidence
+from .evidence_table import default_evidence_path, outcome_of, read_evidence
 from .mixture import NormalMixture
 from .pooling import MetaAnalysis, effective_sample_size, random_effects, robust_mixture
 from .priorset import OUTCOMES, TRANSFORMS, PriorEntry, PriorSet
@@ -54,12 +53,7 @@ def default_spec_path() -> Path:
 def load_prior_spec(path: str | Path | None = None) -> dict[str, Any]:
     """Read and check a prior specification (see ``priors/default.yaml``)."""
     path = Path(path) if path is not None else default_spec_path()
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SpecError(f"cannot read prior specification {path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path} is not valid YAML: {exc}") from None
+    spec = read_yaml(path, "prior specification", SpecError)
     if not isinstance(spec, dict):
         raise SpecError(f"{path}: expected a mapping at the top level")
     for key in ("discounts", "conversions", "pooling", "robust", "parameters", "vague"):
@@ -244,9 +238,34 @@ def _derived_entry(outcome: str, pname: str, p: Mapping[str, Any],
                       note=f"scale = tau(log median) {ma.tau_median:.3f} x shape {k:.3f}")
 
 
+_LITERATURE_CACHE: dict[tuple, PriorSet] = {}
+
+
+def _file_key(path: Path) -> tuple:
+    """Identity of a file's current content (path, size, modification time)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path),)
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
 def literature_priors(spec_path: str | Path | None = None,
                       evidence_path: str | Path | None = None) -> PriorSet:
-    """The literature prior set from ``priors/default.yaml`` and ``priors/evidence.csv``."""
+    """The literature prior set from ``priors/default.yaml`` and ``priors/evidence.csv``.
+
+    Building it takes about 2 s (meta-analyses and mixture compression), so it is
+    built once per process and per content of the two files (a changed file is rebuilt);
+    PriorSets are immutable, so sharing one is safe.
+    """
+    key = (_file_key(Path(spec_path) if spec_path is not None else default_spec_path()),
+           _file_key(Path(evidence_path) if evidence_path is not None else default_evidence_path()))
+    if key not in _LITERATURE_CACHE:
+        _LITERATURE_CACHE[key] = _build_literature_priors(spec_path, evidence_path)
+    return _LITERATURE_CACHE[key]
+
+
+def _build_literature_priors(spec_path: str | Path | None, evidence_path: str | Path | None) -> PriorSet:
     spec = load_prior_spec(spec_path)
     table = read_evidence(evidence_path, known_parameters=_all_parameters(spec),
                           discount_names=spec["discounts"])

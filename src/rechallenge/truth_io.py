@@ -43,9 +43,8 @@ from typing import Any, Mapping
 
 import numpy as np
 import xarray as xr
-import yaml
 
-from ._resources import atomic_write_text
+from ._resources import atomic_write_text, read_yaml
 from .errors import RechallengeError
 from .modelspec import ModelSpec
 from .simtruth import IRAE_COVARIATES, PFS2_COVARIATES, SimulationError, Truth, default_truth
@@ -119,15 +118,7 @@ def read_truth(path: str | Path, *, base: Truth | None = None) -> Truth:
         (the message names the file and the field).
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RechallengeError(f"cannot read truth file {path}: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RechallengeError(f"truth file {path} is not valid YAML: "
-                               f"{' '.join(str(exc).split())}") from None
+    data = read_yaml(path, "truth file", RechallengeError)
     if not isinstance(data, Mapping):
         raise RechallengeError(f"truth file {path}: expected a mapping of truth fields, "
                                f"got {type(data).__name__}")

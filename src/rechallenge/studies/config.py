@@ -41,8 +41,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 
+from .._resources import read_yaml
 from ..errors import RechallengeError
 
 __all__ = ["StudyConfigError", "Estimand", "Scenario", "Method", "SampleSize", "StudyConfig",
@@ -364,14 +364,7 @@ def _sample_size(raw: Any, scenarios: tuple[Scenario, ...], methods: tuple[Metho
 def load_config(path: str | Path) -> StudyConfig:
     """Read a study configuration YAML file (errors name the file and the key)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StudyConfigError(f"cannot read study configuration {path}: {exc}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise StudyConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    raw = read_yaml(path, "study configuration", StudyConfigError)
     try:
         return config_from_dict(raw, source=str(path))
     except StudyConfigError as exc:
