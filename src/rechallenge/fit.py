@@ -127,19 +127,33 @@ LAST_TIMINGS: dict[str, float] = {"compile": float("nan"), "sample": float("nan"
 LOW_RANK_MIN_PATIENTS = 1000
 
 
-def _sample_nutpie(model, data, key, *, draws, tune, chains, seed, progressbar, cores):
+def _trace_names(model) -> list[str]:
+    """Variables stored in the trace: free parameters and the non-pointwise deterministics."""
+    from .model import POINTWISE
+
+    return [v.name for v in model.free_RVs] + [d.name for d in model.deterministics if d.name not in POINTWISE]
+
+
+def _sample_nutpie(build_model, data, key, *, draws, tune, chains, seed, progressbar, cores):
+    """Sample with nutpie; returns the InferenceData and the monitored parameter names.
+
+    The compiled model is cached per structure key. A refit of a cached structure swaps
+    in the new data and does not build the PyMC model at all (``build_model`` is called
+    only on the first compile), which is what keeps simulation-study replicates cheap.
+    """
     import nutpie
 
-    names = [v.name for v in model.free_RVs] + [
-        d.name for d in model.deterministics if d.name not in ("ll_pfs2", "ll_irae")]
-    compiled = _COMPILED.get(key)
+    cached = _COMPILED.get(key)
     t0 = time.perf_counter()
-    if compiled is None:
-        compiled = nutpie.compile_pymc_model(model, var_names=names)
-        _COMPILED[key] = compiled
+    if cached is None:
+        model = build_model()
+        compiled = nutpie.compile_pymc_model(model, var_names=_trace_names(model))
+        monitored = monitored_names(model)
+        _COMPILED[key] = (compiled, monitored)
     else:
         from .model import model_inputs
 
+        compiled, monitored = cached
         shared = set(compiled.shared_data)
         compiled = compiled.with_data(**{k: v for k, v in model_inputs(data).items() if k in shared})
     t1 = time.perf_counter()
@@ -148,17 +162,15 @@ def _sample_nutpie(model, data, key, *, draws, tune, chains, seed, progressbar, 
                           progress_bar=progressbar, cores=cores, target_accept=TARGET_ACCEPT,
                           low_rank_modified_mass_matrix=low_rank)
     LAST_TIMINGS.update(compile=t1 - t0, sample=time.perf_counter() - t1)
-    return idata
+    return idata, monitored
 
 
 def _sample_pymc(model, *, draws, tune, chains, seed, progressbar, cores, nuts_sampler="pymc"):
     import pymc as pm
 
-    names = [v.name for v in model.free_RVs] + [
-        d.name for d in model.deterministics if d.name not in ("ll_pfs2", "ll_irae")]
     with model:
         return pm.sample(draws=draws, tune=tune, chains=chains, random_seed=seed, cores=cores,
-                         progressbar=progressbar, var_names=names, nuts_sampler=nuts_sampler,
+                         progressbar=progressbar, var_names=_trace_names(model), nuts_sampler=nuts_sampler,
                          target_accept=TARGET_ACCEPT,
                          compute_convergence_checks=False)
 
@@ -234,21 +246,29 @@ def fit(cohort: Any, spec: str | Path | Mapping[str, Any] | ModelSpec | None = "
     prior_set = resolve_priors(priors)
     cohort = _as_cohort(cohort, spec)
     data = prepare_data(cohort, spec)
-    from .model import build_model
+    from .model import POINTWISE, build_model
 
-    model = build_model(data, prior_set, prior_only=prior_only)
+    built = []
+
+    def model():
+        """The PyMC model of this cohort, built at most once and only when needed."""
+        if not built:
+            built.append(build_model(data, prior_set, prior_only=prior_only))
+        return built[0]
+
     cores = cores or min(chains, os.cpu_count() or 1)
     kwargs = dict(draws=draws, tune=tune, chains=chains, seed=seed, progressbar=progressbar, cores=cores)
     if sampler == "nutpie":
-        idata = _sample_nutpie(model, data, _structure_key(data, spec, prior_set, prior_only), **kwargs)
+        key = _structure_key(data, spec, prior_set, prior_only)
+        idata, monitored = _sample_nutpie(model, data, key, **kwargs)
     else:
-        idata = _sample_pymc(model, nuts_sampler=sampler, **kwargs)
-    diag = diagnose(idata, monitored_names(model))
+        idata, monitored = _sample_pymc(model(), nuts_sampler=sampler, **kwargs), monitored_names(model())
+    diag = diagnose(idata, monitored)
     if log_likelihood:
         import pymc as pm
 
-        pointwise = pm.compute_deterministics(idata.posterior, var_names=["ll_pfs2", "ll_irae"],
-                                              model=model, progressbar=False)
+        pointwise = pm.compute_deterministics(idata.posterior, var_names=list(POINTWISE),
+                                              model=model(), progressbar=False)
         groups = {"pfs2": pointwise["ll_pfs2"]}
         if spec.has_irae:
             groups["irae"] = pointwise["ll_irae"]
