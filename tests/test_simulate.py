@@ -386,3 +386,13 @@ def test_invalid_specifications():
         CovariateSpec(tumour_probs={"lung": 1.0})
     with pytest.raises(SimulationError, match="follow_up"):
         Censoring(follow_up_months=0.0)
+
+
+def test_exact_times_are_the_unrounded_draws():
+    """exact_times=True changes nothing but the rounding of pfs2_months."""
+    rounded = simulate_cohort(400, seed=11).data
+    exact = simulate_cohort(400, seed=11, exact_times=True).data
+    pd.testing.assert_frame_equal(rounded.drop(columns="pfs2_months"), exact.drop(columns="pfs2_months"))
+    t = exact["pfs2_months"].to_numpy()
+    assert (t > 0).all() and not np.array_equal(np.round(t, 3), t)
+    np.testing.assert_array_equal(np.maximum(np.round(t, 3), 0.001), rounded["pfs2_months"].to_numpy())

@@ -57,7 +57,8 @@ Censoring is administrative (uniform accrual over ``accrual_months``, analysis
 :math:`C_\text{admin} \sim U(\text{follow\_up}, \text{follow\_up} + \text{accrual})`)
 combined with random drop-out, :math:`D \sim \text{Exp}(\texttt{dropout\_rate})` per
 month; :math:`C = \min(C_\text{admin}, D)`. The recorded time is
-``pfs2_months`` :math:`= \max(\mathrm{round}(\min(T, C), 3), 0.001)` and
+``pfs2_months`` :math:`= \max(\mathrm{round}(\min(T, C), 3), 0.001)` (unrounded with
+``exact_times=True``, as simulation studies use it) and
 ``pfs2_event`` :math:`= 1\{T \le C\}`.
 
 irAE recurrence: sequential (continuation-ratio) logit, as in the model
@@ -153,6 +154,8 @@ CONTINUOUS_SCALE = 10.0
 NLR_CUTOFF = _cohort.NLR_CUTOFF
 CONTINUOUS_DECIMALS = 1
 _MIN_MONTHS = 0.001
+#: Floor of an exact (unrounded) PFS2 time: positive, as the contract requires.
+_TINY_MONTHS = 1e-12
 _MIN_NLR = 0.01
 
 _MAR_SLOPE = 1.0
@@ -286,6 +289,7 @@ def simulate_cohort(
     n_centres: int = 0,
     irae_assessed_fraction: float = 0.9,
     extra: Mapping[str, str] | None = None,
+    exact_times: bool = False,
 ) -> SimulatedCohort:
     """Simulate a cohort from the generative model (see the module docstring).
 
@@ -317,6 +321,13 @@ def simulate_cohort(
         Extra columns ``{name: "binary" | "continuous"}``, appended after the contract
         columns in alphabetical order. Their log hazard ratios are ``truth.beta[name]``
         (0 when absent); continuous ones enter per 10 units centred at 65.
+    exact_times
+        Keep ``pfs2_months`` unrounded (floored at 1e-12 months) instead of rounding it
+        to 3 decimals with a floor of 0.001. The rounding makes ties at 0.001 months when
+        the hazard is extreme (a prior draw of HR 40 with a median of 0.2 months put 131
+        of 300 times there), which the continuous-time model does not describe; studies
+        of the model's calibration therefore simulate exact times (the CSV writer still
+        writes 3 decimals).
 
     Returns
     -------
@@ -485,7 +496,8 @@ def simulate_cohort(
     c_drop = -np.log(u_dropout) / cens.dropout_rate if cens.dropout_rate > 0 else np.full(n, np.inf)
     c_time = np.minimum(c_admin, c_drop)
     data["pfs2_event"] = (t_event <= c_time).astype(np.int64)
-    data["pfs2_months"] = _round_months(np.minimum(t_event, c_time))
+    observed = np.minimum(t_event, c_time)
+    data["pfs2_months"] = np.maximum(observed, _TINY_MONTHS) if exact_times else _round_months(observed)
 
     # irAE recurrence
     zeta = np.zeros(n)
