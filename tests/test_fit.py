@@ -167,3 +167,34 @@ def test_numpyro_without_jax_is_a_clear_error():
         pass
     with pytest.raises(RechallengeError, match="needs jax and numpyro"):
         fit(demo_cohort().data, sampler="numpyro", draws=10, tune=10, chains=1, progressbar=False)
+
+
+def test_fixed_group_levels_give_one_model_structure():
+    """Cohorts that lack a rare tumour type or organ share the compiled model's structure
+    when the full category lists are given (what simulation studies do)."""
+    from rechallenge.cohort import validate_cohort
+    from rechallenge.fit import _structure_key
+    from rechallenge.model_data import prepare_data
+    from rechallenge.modelspec import load_spec
+    from rechallenge.simulate import IRAE_ORGANS, TUMOUR_TYPES
+
+    spec, priors = load_spec("literature"), literature_priors()
+    full = {"tumour_type": TUMOUR_TYPES, "prior_irae_organ": IRAE_ORGANS}
+    whole = demo_cohort().data
+    without = whole[(whole["tumour_type"] != "nsclc") & (whole["prior_irae_organ"] != "colitis")]
+    keys = set()
+    for frame in (whole, without):
+        cohort = validate_cohort(frame, required=sorted(spec.required_columns()), extra=spec.extra_types)
+        default = prepare_data(cohort, spec)
+        fixed = prepare_data(cohort, spec, group_levels=full)
+        assert set(fixed.levels["tumour_type"]) == set(TUMOUR_TYPES)
+        assert set(fixed.levels["prior_irae_organ"]) == set(IRAE_ORGANS)
+        sizes = dict(zip(fixed.levels["tumour_type"], fixed.group_sizes("tumour_type")))
+        assert sizes["nsclc"] == (frame["tumour_type"] == "nsclc").sum()
+        assert sum(sizes.values()) == len(frame)
+        keys.add(_structure_key(fixed, spec, priors, False))
+        if frame is without:
+            assert "nsclc" not in default.levels["tumour_type"]
+    assert len(keys) == 1
+    with pytest.raises(RechallengeError, match="not in the given levels"):
+        fit(whole, group_levels={"tumour_type": ["melanoma"]}, draws=10, tune=10, chains=1)

@@ -206,7 +206,8 @@ def _log_prior(idata, priors: PriorSet, data: ModelData):
 def fit(cohort: Any, spec: str | Path | Mapping[str, Any] | ModelSpec | None = "literature",
         priors: str | Path | PriorSet = "literature", *, sampler: str = "nutpie", draws: int = 1000,
         tune: int = 1000, chains: int = 4, seed: int = 0, progressbar: bool = True,
-        prior_only: bool = False, log_likelihood: bool = True, cores: int | None = None):
+        prior_only: bool = False, log_likelihood: bool = True, cores: int | None = None,
+        group_levels: Mapping[str, Any] | None = None):
     """Fit the model to a cohort.
 
     Parameters
@@ -227,6 +228,12 @@ def fit(cohort: Any, spec: str | Path | Mapping[str, Any] | ModelSpec | None = "
     log_likelihood
         Add the ``log_likelihood`` group (draws × patients; switch off for very large
         cohorts or simulation studies).
+    cores
+        Chains sampled in parallel (default: ``min(chains, CPUs)``).
+    group_levels
+        Fixed levels of ``tumour_type`` / ``prior_irae_organ`` (a superset of those in
+        the cohort; :func:`rechallenge.model_data.prepare_data`). Simulation studies pass
+        the full category lists so that every replicate reuses one compiled model.
 
     Returns
     -------
@@ -245,7 +252,10 @@ def fit(cohort: Any, spec: str | Path | Mapping[str, Any] | ModelSpec | None = "
     spec = load_spec(spec)
     prior_set = resolve_priors(priors)
     cohort = _as_cohort(cohort, spec)
-    data = prepare_data(cohort, spec)
+    try:
+        data = prepare_data(cohort, spec, group_levels=group_levels)
+    except ValueError as exc:
+        raise RechallengeError(str(exc)) from None
     from .model import POINTWISE, build_model
 
     built = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -123,16 +124,33 @@ class ModelData:
         return np.bincount(idx, minlength=len(self.levels[group]))
 
 
-def _group_index(values: pd.Series | None, n: int) -> tuple[np.ndarray, tuple[str, ...]]:
+def _group_index(values: pd.Series | None, n: int,
+                 given: Sequence[str] | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Integer codes of a group column and its levels (sorted; ``given`` when supplied)."""
     if values is None:
         return np.zeros(n, dtype=np.int64), ("all",)
-    levels = tuple(sorted(pd.unique(values.astype(str))))
+    present = tuple(sorted(pd.unique(values.astype(str))))
+    if given is None:
+        levels = present
+    else:
+        levels = tuple(sorted(map(str, given)))
+        unknown = sorted(set(present) - set(levels))
+        if unknown:
+            raise ValueError(f"group levels {unknown} are in the data but not in the given levels")
     lookup = {v: i for i, v in enumerate(levels)}
     return np.array([lookup[v] for v in values.astype(str)], dtype=np.int64), levels
 
 
-def prepare_data(cohort, spec: ModelSpec, *, outcomes: bool = True) -> ModelData:
-    """Build :class:`ModelData` from a validated :class:`rechallenge.cohort.Cohort`."""
+def prepare_data(cohort, spec: ModelSpec, *, outcomes: bool = True,
+                 group_levels: Mapping[str, Sequence[str]] | None = None) -> ModelData:
+    """Build :class:`ModelData` from a validated :class:`rechallenge.cohort.Cohort`.
+
+    ``group_levels`` fixes the levels of ``tumour_type`` and/or ``prior_irae_organ``
+    (a superset of those in the data; absent levels get effects drawn from their group
+    distribution). Simulation studies use the full category lists, so that every
+    replicate has the same model structure and reuses one compiled model.
+    """
+    group_levels = group_levels or {}
     data = cohort.data
     cov = cohort.covariates()
     n = len(data)
@@ -193,14 +211,15 @@ def prepare_data(cohort, spec: ModelSpec, *, outcomes: bool = True) -> ModelData
     prevalence_k = obs.fillna(0).sum().to_numpy(dtype=float) if imputed else np.zeros(0)
 
     uses_tumour = "tumour_type" in spec.pfs2_groups or "tumour_type" in spec.irae_groups
-    tumour_idx, tumour_levels = _group_index(data["tumour_type"] if uses_tumour else None, n)
+    tumour_idx, tumour_levels = _group_index(data["tumour_type"] if uses_tumour else None, n,
+                                               group_levels.get("tumour_type"))
     if "centre" in spec.pfs2_groups and "centre" in data:
         centre_key = data["tumour_type"].astype(str) + "/" + data["centre"].astype(str)
         centre_idx, centre_levels = _group_index(centre_key, n)
     else:
         centre_idx, centre_levels = np.zeros(n, dtype=np.int64), ("all",)
     if "prior_irae_organ" in spec.irae_groups and spec.has_irae:
-        organ_idx, organ_levels = _group_index(data["prior_irae_organ"], n)
+        organ_idx, organ_levels = _group_index(data["prior_irae_organ"], n, group_levels.get("prior_irae_organ"))
     else:
         organ_idx, organ_levels = np.zeros(n, dtype=np.int64), ("all",)
     if outcomes:

@@ -113,7 +113,7 @@ def study_replicate(task: StudyTask) -> dict[str, Any]:
     import json
 
     from ..fit import fit
-    from ..simulate import CovariateSpec, simulate_cohort
+    from ..simulate import IRAE_ORGANS, TUMOUR_TYPES, CovariateSpec, simulate_cohort
     from ..truth_io import truth_to_values
 
     sc = task.scenario
@@ -122,7 +122,8 @@ def study_replicate(task: StudyTask) -> dict[str, Any]:
                              missing=dict(sc.missing), missing_mechanism=sc.mechanism, n_centres=sc.centres,
                              irae_assessed_fraction=sc.irae_assessed_fraction, exact_times=True)
     idata = fit(cohort.data, task.spec, task.priors, sampler=task.sampler, draws=task.draws, tune=task.tune,
-                chains=task.chains, seed=task.fit_seed, progressbar=False, log_likelihood=False, cores=1)
+                chains=task.chains, seed=task.fit_seed, progressbar=False, log_likelihood=False, cores=1,
+                group_levels={"tumour_type": TUMOUR_TYPES, "prior_irae_organ": IRAE_ORGANS})
     values = truth_to_values(cohort.truth, task.spec)
     estimates: dict[str, Any] = {}
     for est in task.estimands:
