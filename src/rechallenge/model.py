@@ -125,6 +125,9 @@ def model_inputs(data: ModelData) -> dict[str, np.ndarray]:
             "events_x_pfs2": d @ data.x_pfs2, "events_log_time": np.array(d @ np.log(data.time)),
             "events_tumour": np.bincount(data.tumour_idx, weights=d, minlength=len(data.levels["tumour_type"])),
             "events_centre": np.bincount(data.centre_idx, weights=d, minlength=len(data.levels["centre"]))})
+        x, tumour, centre, patient_pattern = data.pfs2_patterns()
+        out.update({"pfs2_pattern_x_pfs2": x, "pfs2_pattern_tumour_idx": tumour,
+                    "pfs2_pattern_centre_idx": centre, "patient_pfs2_pattern": patient_pattern})
     if spec.has_irae and not data.expanded:
         x, tumour, organ, counts = data.irae_patterns()
         out.update({"pattern_x_irae": x, "pattern_tumour_idx": tumour, "pattern_organ_idx": organ,
@@ -141,7 +144,9 @@ def build_model(data: ModelData, priors: PriorSet, *, prior_only: bool = False) 
       in sufficient statistics,
       :math:`\ell = D(\log k - k\log\lambda_0) + (k-1)\sum_i d_i\log t_i + (\sum_i d_i x_i)^\top\beta
       + \sum_g D_g u_g - \sum_i \exp(k(\log t_i - \log\lambda_0) + \eta_i)`,
-      so only the last sum runs over patients.
+      so only the last sum runs over patients, and there only through the time term:
+      :math:`\sum_i e^{\eta_i} t_i^k = \sum_p e^{\eta_p} \sum_{i \in p} t_i^k` over the
+      distinct predictor patterns :math:`p` (:meth:`ModelData.pfs2_patterns`).
     * irAE outcome with one row per patient: patients with the same predictors are
       aggregated (counts per outcome category), as the sequential-logit likelihood is
       linear in the outcome indicators.
@@ -195,7 +200,8 @@ def build_model(data: ModelData, priors: PriorSet, *, prior_only: bool = False) 
             xp = pt.set_subtensor(xp[rows, j], latent[latent_idx])
         eta = pt.dot(xp, beta) if data.pfs2_names else pt.zeros(data.n_rows)
         events_eta = pt.dot(inp["events_x_pfs2"], beta) if fast and data.pfs2_names else 0.0
-        for effect, index, events in group_effects("pfs2"):
+        group_effects_pfs2 = group_effects("pfs2")
+        for effect, index, events in group_effects_pfs2:
             eta = eta + row(effect[inp[index]])
             if fast:
                 events_eta = events_eta + pt.dot(inp[events], effect)
@@ -217,8 +223,16 @@ def build_model(data: ModelData, priors: PriorSet, *, prior_only: bool = False) 
         if fast:
             k = pt.exp(log_shape)
             log_lam0 = loglik.weibull_log_scale(log_median, log_shape, pt)
+            # Σ_i exp(k(log t_i − log λ0) + η_i) by predictor pattern: per patient only
+            # the time term; η once per pattern (see build_model's docstring).
+            pattern_x = inp["pfs2_pattern_x_pfs2"]
+            eta_pattern = pt.dot(pattern_x, beta) if data.pfs2_names else pt.zeros(pattern_x.shape[0])
+            for effect, index, _ in group_effects_pfs2:
+                eta_pattern = eta_pattern + effect[inp["pfs2_pattern_" + index]]
+            time_term = pt.exp(k * (inp["log_time"] - log_lam0))
+            pattern_time = pt.inc_subtensor(pt.zeros(pattern_x.shape[0])[inp["patient_pfs2_pattern"]], time_term)
             total_pfs2 = (inp["events"] * (log_shape - k * log_lam0) + (k - 1.0) * inp["events_log_time"]
-                          + events_eta - pt.exp(k * (inp["log_time"] - log_lam0) + eta).sum())
+                          + events_eta - (pt.exp(eta_pattern) * pattern_time).sum())
         ell_irae = pt.zeros(data.n_rows)
         total_irae = 0.0
 

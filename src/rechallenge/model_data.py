@@ -117,6 +117,22 @@ class ModelData:
         np.add.at(counts, (inverse.ravel(), self.y_irae[assessed]), 1.0)
         return (unique[:, :q], unique[:, q].astype(np.int64), unique[:, q + 1].astype(np.int64), counts)
 
+    def pfs2_patterns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        r"""Patients grouped by identical PFS2 predictors (rows = patients only).
+
+        Patients with the same covariates, tumour type and centre share the linear
+        predictor η, so :math:`\sum_i e^{\eta_i} w_i = \sum_p e^{\eta_p} \sum_{i \in p} w_i`:
+        returns ``(x, tumour_idx, centre_idx, patient_pattern)`` with one row per
+        distinct pattern and each patient's pattern index.
+        """
+        if self.expanded:
+            raise ValueError("PFS2 patterns need one row per patient (no missing binary covariates)")
+        p = self.x_pfs2.shape[1]
+        key = np.column_stack([self.x_pfs2, self.tumour_idx, self.centre_idx])
+        unique, inverse = np.unique(key, axis=0, return_inverse=True)
+        return (unique[:, :p], unique[:, p].astype(np.int64), unique[:, p + 1].astype(np.int64),
+                inverse.ravel().astype(np.int64))
+
     def group_sizes(self, group: str) -> np.ndarray:
         """Patients per level of ``tumour_type``, ``centre`` or ``prior_irae_organ``."""
         idx = {"tumour_type": self.tumour_idx, "centre": self.centre_idx,
