@@ -234,7 +234,12 @@ def run_tasks(tasks: Iterable[Task], fn: Callable[[Any], Mapping[str, Any]], out
     executor), tasks that have already finished are checkpointed before the exception
     propagates; pending ones are cancelled and run on the next call.
     """
-    from tqdm.auto import tqdm
+    # tqdm.auto picks the notebook widget and warns when ipywidgets is absent, even for a
+    # disabled bar: import it only when a bar is shown.
+    if progress:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
 
     tasks = list(tasks)
     keys = [t.key for t in tasks]
