@@ -52,7 +52,8 @@ def ensure_fit() -> Path:
 
 def cli_run(extra: list[str], repeat: int) -> tuple[float, float, float]:
     """Median and best wall time, and best CPU time (children's user + sys), of the CLI."""
-    exe = [sys.executable, "-m", "rechallenge.predict_cli", *FLAGS, *extra]
+    # the console script users run (`rechallenge predict`), from this environment
+    exe = [str(Path(sys.executable).with_name("rechallenge")), "predict", *FLAGS, *extra]
     walls, cpus = [], []
     for _ in range(repeat):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -175,3 +175,70 @@ def test_literature_model_predicts_without_local_data():
 def test_bundled_literature_artefact_is_current():
     """models/literature_model.json must equal a fresh build from the evidence table."""
     assert _read_artefact() == json.loads(json.dumps(build_artefact()))
+
+
+def _mixed_patients():
+    """Patients that exercise every path: repeated predictors, a missing NLR (twice with the
+    same PFS2 predictors: its draws still differ, they are seeded by every covariate), an
+    unseen tumour type and organ, a missing ECOG with an unseen tumour."""
+    return pd.DataFrame([
+        PATIENT, dict(PATIENT, patient_id="B", nlr=None), dict(PATIENT, patient_id="C", tumour_type="rcc"),
+        dict(PATIENT, patient_id="D", ecog=None, tumour_type="rcc"), dict(PATIENT, patient_id="E"),
+        dict(PATIENT, patient_id="F", prior_irae_organ="hepatitis", prior_irae_grade=3),
+        dict(PATIENT, patient_id="G", nlr=None, discontinuation_reason="progression"),
+        dict(PATIENT, patient_id="H", tumour_type="melanoma", ecog=2, liver_mets=1),
+        dict(PATIENT, patient_id="I", nlr=None, regimen_class="ctla4_containing")])  # B's PFS2 predictors
+
+
+@pytest.mark.parametrize("cure", [False, True])
+@pytest.mark.parametrize("kind", ["eti", "hdi"])
+def test_fast_summary_equals_summarise_of_predict_exactly(cure, kind):
+    """predict_summary (distinct patterns per outcome, blocks, order statistics) gives the
+    very numbers of summarise(predict(...)) — and of each patient predicted alone."""
+    model, _ = _weibull_model(n_draws=300, cure=cure)
+    patients = _mixed_patients()
+    full = summarise(predict(model, patients, times=[36.0], seed=5), kind=kind)
+    for chunk_size in (1, 3, 2000):
+        fast = predict_summary(model, patients, chunk_size=chunk_size, seed=5, kind=kind)
+        pd.testing.assert_frame_equal(fast, full, check_exact=True)
+    cols = ["estimate", "lower", "upper", "not_reached_probability"]
+    for _, row in patients.iterrows():
+        alone = summarise(predict(model, pd.DataFrame([row]), times=[36.0], seed=5), kind=kind)
+        np.testing.assert_array_equal(alone[cols].to_numpy(float),
+                                      full[full.patient_id == row.patient_id][cols].to_numpy(float))
+
+
+def test_order_statistics_and_median_eti_equal_numpy_exactly():
+    """The selection behind the report's curves and the summaries equals sorting."""
+    from rechallenge.predict import _median_eti, _order_statistics
+
+    rng = np.random.default_rng(2)
+    n = 1000
+    rows = {"uniform": rng.random((5, n)), "heavy tails": rng.lognormal(0, 4, (5, n)),
+            "ties": rng.integers(0, 4, (5, n)).astype(float), "survival far out": rng.random((5, n)) ** 40,
+            "constant": np.full((5, n), 0.25), "negative": rng.normal(size=(5, n)),
+            "zeros": np.where(rng.random((5, n)) < 0.4, 0.0, rng.random((5, n)))}
+    odd = rng.random((5, n))
+    odd[0, 3], odd[1, 4], odd[2, 5], odd[3, :7] = np.nan, np.inf, -np.inf, -0.0
+    rows["nan, inf, -0.0"] = odd
+    ranks = np.array([0, 24, 25, 249, 250, 499, 500, 749, 750, 974, 975, n - 1])
+    for name, x in rows.items():
+        np.testing.assert_array_equal(_order_statistics(x, ranks), np.sort(x, axis=-1)[:, ranks], err_msg=name)
+        for ci in (0.95, 0.5):
+            est, lo, hi = _median_eti(x, ci)
+            np.testing.assert_array_equal(est, np.median(x, axis=-1), err_msg=name)
+            np.testing.assert_array_equal(np.stack([lo, hi]), np.quantile(x, [(1 - ci) / 2, (1 + ci) / 2], axis=-1),
+                                          err_msg=name)
+
+
+def test_survival_by_time_equals_survival_exactly():
+    rng = np.random.default_rng(3)
+    s, times = 500, np.round(np.arange(0.0, 36.01, 0.5), 10)
+    eta = rng.normal(0, 0.7, s)
+    for cure in (None, rng.normal(-1.5, 0.5, (s, 1))):
+        for b in (curves.Baseline("weibull", log_median=rng.normal(1.8, 0.3, (s, 1)),
+                                  log_shape=rng.normal(0, 0.3, (s, 1)), logit_cure=cure),
+                  curves.Baseline("piecewise", log_hazards=rng.normal(-2, 0.5, (s, 1, 4)),
+                                  edges=np.array([0, 3, 6, 12, np.inf]), logit_cure=cure)):
+            np.testing.assert_array_equal(curves.survival_by_time(b, eta, times),
+                                          curves.survival(b, eta[:, None], times)[:, 0, :].T)

@@ -185,3 +185,75 @@ def test_rechallenge_predict_when_wired(capsys):
         pytest.skip("`predict` is not wired into rechallenge.cli yet")
     assert cli.main(["predict", *_with(ecog="7")]) == 2
     assert "--ecog" in capsys.readouterr().err
+
+
+def test_load_posterior_reads_what_xarray_reads_and_checks_integrity(fake_fit, tmp_path, monkeypatch):
+    """The direct HDF5 reader gives xarray's Dataset and attributes; a changed file is still
+    refused, and a file it does not handle is read through xarray."""
+    import numpy as np
+    import xarray as xr
+
+    from rechallenge import fitio
+    from rechallenge.errors import RechallengeError
+
+    fast = fitio._read_posterior_h5py(fake_fit)
+    assert fast is not None
+    slow = xr.load_dataset(fake_fit, group="posterior")
+    xr.testing.assert_identical(fast[0], slow)
+    assert {k: v.dtype for k, v in fast[0].variables.items()} == {k: v.dtype for k, v in slow.variables.items()}
+    with xr.open_dataset(fake_fit) as root:
+        attrs = dict(root.attrs)
+    assert fast[1].keys() == attrs.keys()
+    assert all(type(fast[1][k]) is type(v) and fast[1][k] == v for k, v in attrs.items())
+    model = fitio.load_posterior(fake_fit)
+    monkeypatch.setattr(fitio, "_read_posterior_h5py", lambda path: None)
+    xr.testing.assert_identical(fitio.load_posterior(fake_fit).posterior, model.posterior)
+    monkeypatch.undo()
+    tampered = slow.copy(deep=True)
+    tampered["log_hr"].values[0, 0, 0] += 0.1
+    path = tmp_path / "tampered.nc"
+    xr.Dataset(attrs=attrs).to_netcdf(path, engine="h5netcdf")
+    tampered.to_netcdf(path, group="posterior", mode="a", engine="h5netcdf")
+    assert np.array_equal(fitio._read_posterior_h5py(path)[0]["log_hr"].values, tampered["log_hr"].values)
+    with pytest.raises(RechallengeError, match="integrity"):
+        fitio.load_posterior(path)
+    (tmp_path / "junk.nc").write_bytes(b"not a netcdf file at all")
+    with pytest.raises(RechallengeError, match="not a readable"):
+        fitio.load_posterior(tmp_path / "junk.nc")
+
+
+def test_command_line_process_does_not_import_dask(fake_fit):
+    """`python -m rechallenge.predict_cli` keeps dask (~0.3 s of imports) out of the process."""
+    script = textwrap.dedent(f"""
+        import atexit, runpy, sys
+        atexit.register(lambda: print("DASK", sorted(m for m, v in sys.modules.items()
+                                                     if m.split(".")[0] == "dask" and v is not None), file=sys.stderr))
+        sys.argv = ["rechallenge.predict_cli", *{FLAGS!r}, "--model", {str(fake_fit)!r}, "--format", "json"]
+        runpy.run_module("rechallenge.predict_cli", run_name="__main__")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)[0]["source_kind"] == "fit"
+    assert "DASK []" in proc.stderr
+
+
+def test_console_script_predict_does_not_import_dask_but_main_leaves_it(fake_fit, monkeypatch):
+    """`rechallenge predict` (console_main) blocks dask in its own process; cli.main, as
+    called from Python, never touches sys.modules."""
+    import rechallenge.cli as cli
+
+    script = textwrap.dedent(f"""
+        import atexit, sys
+        atexit.register(lambda: print("DASK", sorted(m for m, v in sys.modules.items()
+                                                     if m.split(".")[0] == "dask" and v is not None), file=sys.stderr))
+        sys.argv = ["rechallenge", "predict", *{FLAGS!r}, "--model", {str(fake_fit)!r}, "--format", "json"]
+        from rechallenge.cli import console_main
+        sys.exit(console_main())
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)[0]["source_kind"] == "fit"
+    assert "DASK []" in proc.stderr
+    before = sys.modules.get("dask", "absent")
+    assert cli.main(["predict", *FLAGS, "--model", str(fake_fit), "--format", "json"]) == 0
+    assert sys.modules.get("dask", "absent") is before

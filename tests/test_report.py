@@ -252,3 +252,55 @@ def test_figures_take_an_axes(report):
     assert labels[0] == f"grade ≥ 3 irAE: {n['irae_grade3plus']}"
     assert labels[2] == f"no irAE: {100 - n['irae_any']}"
     assert plot_pfs2_curve(report).figure is not fig
+
+
+def test_report_numbers_equal_predict_summarise_and_local_share_exactly(lit):
+    """build_reports computes the numbers itself (distinct patterns, order statistics of
+    the curves, the prior predictive reusing the prepared patients): they must be those of
+    predict / summarise / np.quantile / the prior's predict, to the last bit — here for a
+    fit-like model (local share computed), with a missing NLR and an unseen tumour type."""
+    from rechallenge.report import _prior_model, _transformed
+
+    tumours = [t for t in json.loads(lit.attrs["levels"])["tumour_type"] if t != "rcc"]
+    levels = {**json.loads(lit.attrs["levels"]), "tumour_type": tumours}
+    fit = PosteriorModel(lit.posterior.isel(draw=slice(0, 1000)).sel(tumour_type=tumours),
+                         {**{k: v for k, v in lit.attrs.items() if k != "source"}, "levels": json.dumps(levels),
+                          "n_patients": 50, "n_events": 40, "reliable": 1})
+    patients = [PATIENT, dict(PATIENT, patient_id="B", nlr=None), dict(PATIENT, patient_id="C", tumour_type="rcc"),
+                dict(PATIENT, patient_id="D", ecog=3, tfi_months=2.0, discontinuation_reason="progression")]
+    times = np.arange(0.0, 24.01, 1.0)
+    reports = build_reports(fit, patients, seed=4, times=times, ci=0.9)
+    assert any("not in the fit" in w for w in reports[2].warnings) and any("NLR" in w for w in reports[1].warnings)
+    table = pd.DataFrame(patients)
+    pred = predict(fit, table, times=times, seed=4)
+    s = summarise(pred, ci=0.9)
+    prior = predict(_prior_model(fit), table, times=[24.0], seed=4)
+    survival = pred["survival"].values.reshape(-1, len(patients), times.size)
+
+    def curve_quantiles(draws):  # sorted draws, linear interpolation (np.quantile's, up to rounding)
+        x = np.sort(draws, axis=0)
+        pos = np.asarray(CURVE_QUANTILES) * (len(x) - 1)
+        lo = np.floor(pos).astype(int)
+        w = (pos - lo)[:, None]
+        out = x[lo] * (1 - w) + x[np.minimum(lo + 1, len(x) - 1)] * w
+        np.testing.assert_allclose(out, np.quantile(draws, CURVE_QUANTILES, axis=0), rtol=1e-12, atol=1e-15)
+        return out
+
+    for i, r in enumerate(reports):
+        assert r.source_kind == "fit"
+        np.testing.assert_array_equal(r.curve, curve_quantiles(survival[:, i]))
+        for q in QUANTITIES:
+            row = s[(s.patient_id == r.patient_id) & (s.quantity == q)].iloc[0]
+            for k in ("estimate", "lower", "upper"):
+                assert r.summary[q][k] == (None if np.isnan(row[k]) else row[k]), (r.patient_id, q, k)
+            post = pred[q].values.reshape(-1, len(patients))[:, i]
+            vp = np.var(_transformed(q, prior[q].values.reshape(-1, len(patients))[:, i], 24.0))
+            vq = np.var(_transformed(q, post, 24.0))
+            assert r.local_share[q] == float(np.clip(1 - vq / vp, 0, 1)), (r.patient_id, q)
+        ref = dict(patients[i], **REFERENCE, patient_id="R")
+        rs = summarise(predict(fit, pd.DataFrame([ref]), times=times, seed=4), ci=0.9)
+        ref_pred = predict(fit, pd.DataFrame([ref]), times=times, seed=4)["survival"].values.reshape(-1, times.size)
+        np.testing.assert_array_equal(r.reference_curve, curve_quantiles(ref_pred))
+        for q in QUANTITIES:
+            row = rs[rs.quantity == q].iloc[0]
+            assert r.reference_summary[q]["estimate"] == (None if np.isnan(row.estimate) else row.estimate)

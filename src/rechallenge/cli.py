@@ -200,8 +200,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def console_main() -> int:
+    """Entry point of the ``rechallenge`` console script (a process of its own).
+
+    ``rechallenge predict`` answers a clinician in about a second, so its process does not
+    import dask, which xarray would otherwise load for nothing
+    (:func:`rechallenge.predict_cli.without_dask`).
+    """
+    if sys.argv[1:2] == ["predict"]:
+        from .predict_cli import without_dask
+
+        without_dask()
+    return main()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``rechallenge`` console script; returns the exit code."""
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

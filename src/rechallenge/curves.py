@@ -78,6 +78,34 @@ def survival(b: Baseline, eta: np.ndarray, t: np.ndarray) -> np.ndarray:
     return pi + (1.0 - pi) * s_u
 
 
+def survival_by_time(b: Baseline, eta: np.ndarray, t: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``S(t)`` of one patient with times first and draws last, ``(T, S)``: the numbers of
+    ``survival(b, eta[:, None], t)[:, 0, :].T``, computed in place in that layout (what
+    quantiles over the draws read), into ``out`` if given.
+
+    ``eta`` is ``(S,)``; the baseline's arrays are ``(S, 1)`` (or ``(S,)``).
+    """
+    t = np.asarray(t, dtype=float)
+    out = np.empty((t.size, eta.size)) if out is None else out
+    if b.kind != "weibull":
+        out[...] = survival(b, eta[:, None], t)[:, 0, :].T
+        return out
+    log_lam0, k = _weibull_log_scale(b)
+    with np.errstate(divide="ignore"):
+        log_t = np.log(t)[:, None]
+    np.subtract(log_t, log_lam0.reshape(-1), out=out)  # as cumulative_hazard, element by element
+    np.multiply(k.reshape(-1), out, out=out)
+    np.add(out, eta, out=out)
+    np.exp(out, out=out)
+    np.negative(out, out=out)
+    np.exp(out, out=out)
+    if b.logit_cure is not None:  # as survival: pi + (1 - pi) * s_u
+        pi = np.asarray(b.cure).reshape(-1)
+        np.multiply(1.0 - pi, out, out=out)
+        np.add(pi, out, out=out)
+    return out
+
+
 def quantile_time(b: Baseline, eta: np.ndarray, surv: float = 0.5) -> np.ndarray:
     """Time where ``S(t) = surv`` (``inf`` when the cured fraction keeps S above it)."""
     pi = np.asarray(b.cure)

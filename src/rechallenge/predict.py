@@ -19,15 +19,18 @@ sequential logit (:func:`rechallenge.loglik.irae_probabilities`).
 * Numeric inputs outside the fitted cohort's range give a warning in the output, and
   predictions from an unreliable fit carry ``reliable = False``.
 
-Patients with identical predictors are computed once, and patients are processed in
-chunks, so memory stays bounded (:func:`predict_summary` never holds more than one
-chunk of draws).
+Patients with identical predictors of an outcome are computed once (the PFS2 quantities
+per distinct PFS2 covariates, tumour type and centre; the irAE ones per distinct irAE
+covariates, tumour type and organ), a block of a few MiB of draws at a time, so memory
+stays bounded (:func:`predict_summary` summarises each block of distinct patterns before
+the next, never holding more than ``chunk_size`` patterns' draws).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import zlib
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
@@ -55,7 +58,7 @@ _PATTERN_COLUMNS = ("tumour_type", "centre", "prior_irae_organ")
 
 @dataclass(frozen=True)
 class _Patients:
-    """Predictor arrays of the distinct patients of a batch (NaN = missing)."""
+    """Predictor arrays of a batch of patients (NaN = missing)."""
 
     ids: np.ndarray
     x_pfs2: np.ndarray
@@ -64,6 +67,12 @@ class _Patients:
     centre: np.ndarray
     organ: np.ndarray
     warnings: list[list[str]]
+
+    def rows(self, rows: Any) -> "_Patients":
+        """The patients ``rows`` (group codes unchanged: same new-group list)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return _Patients(self.ids[rows], self.x_pfs2[rows], self.x_irae[rows], self.tumour[rows],
+                         self.centre[rows], self.organ[rows], [self.warnings[i] for i in rows])
 
 
 def _attr_json(model: Any, key: str, default: Any) -> Any:
@@ -106,31 +115,65 @@ def _group_codes(values: Iterable[str], levels: list[str], label: str, warnings:
     return np.asarray(codes, dtype=np.int64), new
 
 
+def _covariates(cohort: Cohort, names: Iterable[str]) -> dict[str, np.ndarray]:
+    """Derived covariates ``names`` of a validated cohort, as float arrays.
+
+    The values of :meth:`Cohort.covariates` — the definitions are
+    :func:`rechallenge.cohort.derive_covariates`' table — computed with NumPy on the
+    cohort's normalised columns (float numbers, stripped text) instead of several pandas
+    operations per covariate, which dominated one patient's prediction. Anything else
+    (extra columns, unusual dtypes) goes through :meth:`Cohort.covariates` itself.
+    """
+    from .cohort import _DERIVATIONS, _NUM
+
+    data = cohort.data
+    out: dict[str, np.ndarray] = {}
+    general = None
+    for name in names:
+        fast = name in _DERIVATIONS and name not in cohort.extra and _DERIVATIONS[name][0] in data
+        if fast:
+            source, kind, predicate, _ = _DERIVATIONS[name]
+            raw = data[source].to_numpy()
+            if kind == _NUM and raw.dtype == np.float64:
+                col = np.asarray(predicate(raw), dtype=float)
+                col[np.isnan(raw)] = np.nan
+                out[name] = col
+                continue
+            if kind != _NUM and raw.dtype == object and all(type(v) is str for v in raw):
+                text = np.array([v.strip() for v in raw], dtype=object)
+                col = np.asarray(predicate(text), dtype=float)
+                col[text == ""] = np.nan
+                out[name] = col
+                continue
+        general = cohort.covariates() if general is None else general
+        out[name] = general[name].to_numpy(dtype=float)
+    return out
+
+
 def _prepare(model: Any, cohort: Cohort, spec: ModelSpec) -> tuple[_Patients, dict[str, list[str]]]:
     data = cohort.data
     n = len(data)
     warnings: list[list[str]] = [[] for _ in range(n)]
     standardisation = _attr_json(model, "standardisation", {})
-    cov = cohort.covariates()
     pfs2_names = list(spec.pfs2_covariates) + [e.name for e in spec.extra]
     irae_names = list(spec.irae_covariates or ())
-    x_cov = pd.DataFrame(index=cov.index)
-    for name in dict.fromkeys(pfs2_names + irae_names):
-        col = cov[name].astype(float)
+    x_cov = _covariates(cohort, dict.fromkeys(pfs2_names + irae_names))
+    for name, col in x_cov.items():
         if name in standardisation:
             mean, sd = standardisation[name]
-            col = (col - mean) / sd
-        x_cov[name] = col
+            x_cov[name] = (col - mean) / sd
     ranges = _attr_json(model, "covariate_ranges", {})
     for column, (lo, hi) in ranges.items():
         if column in data:
-            for i, v in enumerate(data[column].astype(float)):
-                if np.isfinite(v) and not lo <= v <= hi:
-                    warnings[i].append(f"{column} = {v:g} is outside the fitted cohort's range "
-                                       f"[{lo:g}, {hi:g}]: extrapolation")
-    for name in dict.fromkeys(pfs2_names + irae_names):
+            values = data[column].astype(float).to_numpy()
+            with np.errstate(invalid="ignore"):
+                outside = np.isfinite(values) & ~((lo <= values) & (values <= hi))
+            for i in np.flatnonzero(outside):
+                warnings[i].append(f"{column} = {float(values[i]):g} is outside the fitted cohort's range "
+                                   f"[{lo:g}, {hi:g}]: extrapolation")
+    for name, col in x_cov.items():
         label = MISSING_LABELS.get(name, name)
-        for i in np.flatnonzero(x_cov[name].isna().to_numpy()):
+        for i in np.flatnonzero(np.isnan(col)):
             warnings[i].append(f"{label} is missing: averaged over its distribution (wider interval)")
     levels = {k: list(v) for k, v in _attr_json(model, "levels", {}).items()}
     tumour_values = data["tumour_type"].astype(str) if "tumour_type" in data else pd.Series(["all"] * n)
@@ -147,15 +190,15 @@ def _prepare(model: Any, cohort: Cohort, spec: ModelSpec) -> tuple[_Patients, di
         organ, new_o = np.zeros(n, dtype=np.int64), []
     patients = _Patients(
         ids=data["patient_id"].astype(str).to_numpy(),
-        x_pfs2=x_cov[pfs2_names].to_numpy(dtype=float) if pfs2_names else np.zeros((n, 0)),
-        x_irae=x_cov[irae_names].to_numpy(dtype=float) if irae_names else np.zeros((n, 0)),
+        x_pfs2=np.column_stack([x_cov[k] for k in pfs2_names]) if pfs2_names else np.zeros((n, 0)),
+        x_irae=np.column_stack([x_cov[k] for k in irae_names]) if irae_names else np.zeros((n, 0)),
         tumour=tumour, centre=centre, organ=organ, warnings=warnings)
     return patients, {"tumour_type": new_t, "centre": new_c, "prior_irae_organ": new_o}
 
 
 def _stacked(posterior: xr.Dataset, name: str) -> np.ndarray:
-    """Draws of a variable as ``(S, …)`` with S = chains × draws."""
-    v = posterior[name].values
+    """Draws of a variable as ``(S, …)`` with S = chains × draws (dims chain, draw first)."""
+    v = posterior.variables[name].values  # the Variable: no DataArray built per access
     return v.reshape((-1,) + v.shape[2:])
 
 
@@ -223,6 +266,330 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + size))
 
 
+@dataclass(frozen=True)
+class _Draws:
+    """A model's draws as ``(S, …)`` arrays for one batch of patients (its new groups
+    appended to the group effects) and what is needed to fill its missing values."""
+
+    n_draws: int
+    beta: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    baseline: curves.Baseline
+    gamma: np.ndarray | None  # None: no irAE part
+    w_t: np.ndarray
+    o: np.ndarray
+    a_any: np.ndarray | None
+    b_severe: np.ndarray | None
+    names: list[str]  # PFS2 then irAE covariates: the columns of the filled predictors
+    n_pfs2: int
+    continuous: set[str]
+    prevalence: dict[str, np.ndarray]
+    seed: int
+
+
+def _thinned(model: Any, max_draws: int | None) -> Any:
+    post = model.posterior
+    if max_draws is not None and max_draws < post.sizes["chain"] * post.sizes["draw"]:
+        step = int(np.ceil(post.sizes["chain"] * post.sizes["draw"] / max_draws))
+        post = post.isel(draw=slice(None, None, step))
+        model = type("Thinned", (), {"posterior": post, "attrs": model.attrs})()
+    return model
+
+
+def _draws(model: Any, spec: ModelSpec, pts: _Patients, new: dict[str, list[str]], seed: int) -> _Draws:
+    post = model.posterior
+    n_draws = post.sizes["chain"] * post.sizes["draw"]
+    has_irae = spec.has_irae and "log_or" in post
+    pfs2_names = list(spec.pfs2_covariates) + [e.name for e in spec.extra]
+    irae_names = list(spec.irae_covariates or ())
+    continuous = {e.name for e in spec.extra if e.type == "continuous"}
+    missing_names = {nm for nm, col in zip(pfs2_names, pts.x_pfs2.T) if np.isnan(col).any()} | {
+        nm for nm, col in zip(irae_names, pts.x_irae.T) if np.isnan(col).any()}
+    return _Draws(
+        n_draws=n_draws,
+        beta=_stacked(post, "log_hr") if pts.x_pfs2.shape[1] else np.zeros((n_draws, 0)),
+        u=_effects(post, "tumour_effect", "sigma_tumour", new["tumour_type"], seed, n_draws),
+        v=_effects(post, "centre_effect", "sigma_centre", new["centre"], seed, n_draws),
+        baseline=_baseline(model, spec),
+        gamma=_stacked(post, "log_or") if has_irae else None,
+        w_t=_effects(post, "tumour_effect_irae", "sigma_tumour_irae", new["tumour_type"], seed, n_draws),
+        o=_effects(post, "organ_effect", "sigma_organ", new["prior_irae_organ"], seed, n_draws),
+        a_any=_stacked(post, "irae_a_any") if has_irae else None,
+        b_severe=_stacked(post, "irae_b_severe") if has_irae else None,
+        names=pfs2_names + irae_names, n_pfs2=len(pfs2_names), continuous=continuous,
+        prevalence=_prevalences(model, sorted(missing_names - continuous), n_draws), seed=seed)
+
+
+#: Float64 elements of one block of work arrays (draws × patients [× times]): 256 KiB,
+#: so that temporaries stay in cache and are recycled by the allocator instead of being
+#: fresh (page-faulted) memory each time — which costs more than the arithmetic here.
+_BLOCK_ELEMENTS = 1 << 15
+_CURVE_BLOCK_ELEMENTS = 1 << 17  # S(t) blocks: fewer, larger calls of curves.survival
+
+
+def _patterns(x_own: np.ndarray, pts: _Patients, groups: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct predictor patterns of one outcome: (first row of each, pattern of each row).
+
+    Rows with the same covariates and groups of the outcome get the same draws, unless
+    one of those covariates is missing: its values are drawn with a generator seeded by
+    all the patient's covariates (:func:`_linear`), so those rows are told apart by all
+    of them.
+    """
+    n = len(pts.ids)
+    missing = np.isnan(x_own).any(axis=1) if x_own.shape[1] else np.zeros(n, dtype=bool)
+    every = np.column_stack([pts.x_pfs2, pts.x_irae])
+    every = np.where(missing[:, None], np.where(np.isnan(every), -999.0, every), 0.0)
+    own = np.where(missing[:, None], 0.0, x_own)
+    key = np.column_stack([missing.astype(float), every, own, *groups])
+    # np.unique(key, axis=0, return_index=True, return_inverse=True), without its slow
+    # sort of rows as structured values: one lexsort of the columns
+    order = np.lexsort(key.T[::-1])
+    ordered = key[order]
+    starts = np.ones(n, dtype=bool)
+    starts[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = np.cumsum(starts) - 1
+    return order[starts], inverse
+
+
+def _linear(dr: _Draws, pts: _Patients, rows: np.ndarray, irae: bool) -> np.ndarray:
+    """``x_i · coefficients`` per draw ``(S, len(rows))`` for the PFS2 (or irAE) covariates.
+
+    Summed exactly as ``(coef * x).sum(1)`` per patient (the same reduction, so the same
+    float result), a block of patients at a time; a patient with a missing covariate gets
+    it drawn per draw (:func:`_fill_missing`, generator seeded by all its covariates).
+    """
+    coef = dr.gamma if irae else dr.beta
+    x = (pts.x_irae if irae else pts.x_pfs2)[rows]
+    cols = slice(dr.n_pfs2, None) if irae else slice(0, dr.n_pfs2)
+    out = np.empty((dr.n_draws, len(rows)))
+    missing = np.isnan(x).any(axis=1)
+    complete = np.flatnonzero(~missing)
+    step = max(1, _BLOCK_ELEMENTS // (dr.n_draws * max(1, x.shape[1])))
+    for start in range(0, complete.size, step):
+        b = complete[start:start + step]
+        out[:, b] = (coef[:, None, :] * x[b][None, :, :]).sum(-1)
+    for b in np.flatnonzero(missing):
+        i = rows[b]
+        full = np.concatenate([pts.x_pfs2[i], pts.x_irae[i]])
+        rng = np.random.default_rng([dr.seed, zlib.crc32(np.where(np.isnan(full), -999.0, full).tobytes())])
+        filled = _fill_missing(full, dr.names, dr.prevalence, dr.continuous, rng, dr.n_draws)
+        out[:, b] = (coef * filled[:, cols]).sum(1)
+    return out
+
+
+def _baseline_rows(b: curves.Baseline, rows: slice) -> curves.Baseline:
+    """The baseline of some draws (every parameter array has the draws first)."""
+    return dataclasses.replace(b, **{f: getattr(b, f)[rows] for f in ("log_median", "log_shape", "log_hazards",
+                                                                       "logit_cure") if getattr(b, f) is not None})
+
+
+def _survival(dr: _Draws, eta: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """S(times) per draw ``(S, patients, T)`` from :func:`rechallenge.curves.survival`, a
+    block of draws at a time."""
+    n_draws, n = eta.shape
+    out = np.empty((n_draws, n, times.size))
+    step = max(1, _CURVE_BLOCK_ELEMENTS // (n * times.size))
+    for start in range(0, n_draws, step):
+        rows = slice(start, start + step)
+        out[rows] = curves.survival(_baseline_rows(dr.baseline, rows), eta[rows], times)
+    return out
+
+
+def _survival_order_statistics(dr: _Draws, eta: np.ndarray, times: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """Order statistics ``ranks`` over the draws of S(times): ``(patients, T, len(ranks))``,
+    equal to ``np.sort(S, axis=draws)[ranks]``, without holding every draw of every curve:
+    :data:`_OS_ROWS` times at a time (:func:`rechallenge.curves.survival_by_time`,
+    :func:`_order_statistics`), in buffers allocated once."""
+    n_draws, n = eta.shape
+    out = np.empty((n, times.size, len(ranks)))
+    work = _order_work(n_draws)
+    for i in range(n):
+        for start in range(0, times.size, _OS_ROWS):
+            cols = slice(start, start + _OS_ROWS)
+            block = curves.survival_by_time(dr.baseline, eta[:, i], times[cols], out=work.x[:times[cols].size])
+            out[i, cols] = _order_statistics_block(block, ranks, work)
+    return out
+
+
+_OS_ROWS = 16  # rows per block of _order_statistics: its work arrays stay in cache
+_OS_GROUP = 32  # groups of draws sharing a key up to this size are sorted together
+
+
+class _OrderWork:
+    """Work arrays of :func:`_order_statistics_block` for up to ``rows`` rows of ``n`` draws,
+    kept per thread (:func:`_order_work`): fresh memory for every block or call (page
+    faults) costs more than the work itself."""
+
+    def __init__(self, rows: int, n: int):
+        self.rows, self.n = rows, n
+        self.x = np.empty((rows, n))
+        self.values = np.empty((rows, n))
+        self.key = np.empty((rows, n), dtype=np.uint16)
+        self.sorted_key = np.empty(rows * n, dtype=np.uint16)
+        self.flat = np.empty(rows * n, dtype=np.int64)
+        self.row_key = np.repeat(np.arange(rows, dtype=np.int64) << 16, n)  # rows one after another
+
+
+_WORK = threading.local()
+
+
+def _order_work(n: int) -> _OrderWork:
+    """This thread's work arrays for :data:`_OS_ROWS` rows of ``n`` draws."""
+    work = getattr(_WORK, "work", None)
+    if work is None or work.n != n:
+        work = _WORK.work = _OrderWork(_OS_ROWS, n)
+    return work
+
+
+def _order_statistics(x: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """``np.sort(x, axis=-1)[:, ranks]`` of a (rows, draws) float64 array, exactly, for a
+    few ranks — less than half the time of sorting every row of 4,000 draws.
+
+    Each row is mapped to 16-bit keys by a non-decreasing function, so the draws with a
+    smaller key are all smaller: the key of the r-th smallest draw is the r-th smallest
+    key (a radix sort of 16-bit keys), and the draw itself is found among the few draws
+    that share its key. The keys are spread over the row's range of values, or of their
+    bit patterns when the row is non-negative and skewed (hi > 16 lo: survival far out,
+    where most draws are small). A row that is not finite or is constant is sorted.
+    """
+    ranks = np.asarray(ranks, dtype=np.intp)
+    out = np.empty((x.shape[0], ranks.size))
+    work = _order_work(x.shape[1])
+    for start in range(0, x.shape[0], _OS_ROWS):
+        block = work.x[:min(_OS_ROWS, x.shape[0] - start)]
+        np.copyto(block, x[start:start + _OS_ROWS])
+        out[start:start + _OS_ROWS] = _order_statistics_block(block, ranks, work)
+    return out
+
+
+def _order_statistics_block(x: np.ndarray, ranks: np.ndarray, work: _OrderWork) -> np.ndarray:
+    n_rows, n = x.shape
+    out = np.empty((n_rows, ranks.size))
+    with np.errstate(invalid="ignore"):
+        lo, hi = x.min(axis=-1, keepdims=True), x.max(axis=-1, keepdims=True)
+    keyed = (np.isfinite(lo) & np.isfinite(hi) & (hi > lo))[:, 0]
+    if not keyed.all():  # not finite, or constant
+        out[~keyed] = np.sort(x[~keyed], axis=-1)[:, ranks]
+        if not keyed.any():
+            return out
+        x, lo, hi = x[keyed], lo[keyed], hi[keyed]
+        n_rows = x.shape[0]
+    # non-negative doubles (no -0.0) are ordered as their bit patterns: a log-like scale
+    bits = (lo >= 0) & (hi / 16 > lo)
+    zero = np.flatnonzero(bits[:, 0] & (lo[:, 0] == 0))  # may hold -0.0, whose bits are not in order
+    if zero.size:
+        bits[zero, 0] = ~np.signbit(x[zero]).any(axis=-1)
+    lo = np.where(bits, lo.view(np.int64).astype(np.float64), lo)  # the bits of the least is the least bits
+    hi = np.where(bits, hi.view(np.int64).astype(np.float64), hi)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        span = hi - lo
+        scale = 65535.0 / span
+    if not (np.isfinite(span) & (span > 0) & np.isfinite(scale) & (scale > 0)).all():
+        out[keyed] = np.sort(x, axis=-1)[:, ranks]  # a span beyond the float range
+        return out
+    values = work.values[:n_rows]  # (x or its bits) - lo, in [0, span]: each step is non-decreasing in x
+    if not bits.all():
+        np.subtract(x, lo, out=values)
+    if bits.any():
+        np.subtract(x.view(np.int64), lo, out=values, where=bits)
+    values *= scale
+    np.minimum(values, 65535.0, out=values)
+    key = work.key[:n_rows]
+    np.copyto(key, values, casting="unsafe")
+    order = np.argsort(key, axis=-1, kind="stable")  # a radix sort of 16-bit keys
+    start = np.arange(0, n_rows * n, n)[:, None]
+    order += start  # flat positions
+    order = order.ravel()
+    np.take(key.ravel(), order, out=work.sorted_key[:order.size])
+    flat = np.add(work.sorted_key[:order.size], work.row_key[:order.size], out=work.flat[:order.size])
+    # (one sorted array: rows one after another)
+    want = flat[start + ranks]
+    first = np.searchsorted(flat, want, side="left")  # the group of draws with that key
+    width = np.searchsorted(flat, want, side="right") - first
+    k = start + ranks - first  # rank within the group
+    x = x.ravel()
+    w = int(min(width.max(), _OS_GROUP))
+    span = np.arange(w)
+    group = np.where(span < width[..., None], x[order[np.minimum(first[..., None] + span, x.size - 1)]], np.inf)
+    group.sort(axis=-1)
+    found = np.take_along_axis(group, np.minimum(k, w - 1)[..., None], axis=-1)[..., 0]
+    for i, j in zip(*np.nonzero(width > w)):  # large groups (ties, crowded values): select
+        members = x[order[first[i, j]:first[i, j] + width[i, j]]]
+        least = members.min()
+        found[i, j] = least if least == members.max() else np.partition(members, k[i, j])[k[i, j]]
+    out[keyed] = found
+    return out
+
+
+def _pfs2_values(dr: _Draws, pts: _Patients, rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """PFS2 quantities ``(S, len(rows))`` per draw, and the linear predictor η."""
+    eta = _linear(dr, pts, rows, irae=False) + dr.u[:, pts.tumour[rows]] + dr.v[:, pts.centre[rows]]
+    milestones = curves.survival(dr.baseline, eta, np.array(MILESTONES))
+    values = {"pfs2_median_months": curves.quantile_time(dr.baseline, eta),
+              "pfs2_6mo": milestones[..., 0], "pfs2_12mo": milestones[..., 1],
+              "rmst_12mo": curves.restricted_mean(dr.baseline, eta, RMST_HORIZON)}
+    return values, eta
+
+
+def _irae_values(dr: _Draws, pts: _Patients, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """irAE probabilities ``(S, len(rows))`` per draw (sequential logit)."""
+    zeta = _linear(dr, pts, rows, irae=True) + dr.w_t[:, pts.tumour[rows]] + dr.o[:, pts.organ[rows]]
+    p_any, p_severe = irae_probabilities(np, dr.a_any[:, None], dr.b_severe[:, None], zeta)
+    return {"irae_any": p_any, "irae_grade3plus": p_severe}
+
+
+def _block(n_draws: int) -> int:
+    """Patients per block of work arrays."""
+    return max(1, _BLOCK_ELEMENTS // max(1, n_draws))
+
+
+#: Distinct patterns summarised together by :func:`predict_summary` (at most chunk_size).
+_SUMMARY_PATTERNS = 64
+
+
+def _compute(model: Any, spec: ModelSpec, pts: _Patients, new: dict[str, list[str]], times: np.ndarray,
+             seed: int, keep_curves: bool, curve_ranks: np.ndarray | None = None) -> dict[str, Any]:
+    """Draws of every quantity for the distinct patterns of each outcome.
+
+    Returns ``values`` (quantity -> ``(S, patterns)``), ``inverse`` (quantity -> pattern
+    of each patient), ``curves`` — S(times) ``(S, PFS2 patterns, T)``, or with
+    ``curve_ranks`` only those order statistics over the draws, ``(patterns, T, ranks)``
+    — or None, ``curves_inverse``, and the draws' shape and coordinates.
+    """
+    post = model.posterior
+    n_chain, n_draw = post.sizes["chain"], post.sizes["draw"]
+    dr = _draws(model, spec, pts, new, seed)
+    first, inverse = _patterns(pts.x_pfs2, pts, (pts.tumour, pts.centre))
+    values: dict[str, np.ndarray] = {}
+    inverses: dict[str, np.ndarray] = {}
+    pfs2 = {q: np.empty((dr.n_draws, first.size)) for q in QUANTITIES[:4]}
+    eta = np.empty((dr.n_draws, first.size)) if keep_curves else None
+    for part in _chunks(first.size, _block(dr.n_draws)):
+        vals, eta_part = _pfs2_values(dr, pts, first[part])
+        for q, v in vals.items():
+            pfs2[q][:, part] = v
+        if keep_curves:
+            eta[:, part] = eta_part
+    values.update(pfs2)
+    inverses.update(dict.fromkeys(pfs2, inverse))
+    if dr.gamma is not None:
+        first_i, inverse_i = _patterns(pts.x_irae, pts, (pts.tumour, pts.organ))
+        irae = {q: np.empty((dr.n_draws, first_i.size)) for q in QUANTITIES[4:]}
+        for part in _chunks(first_i.size, _block(dr.n_draws)):
+            for q, v in _irae_values(dr, pts, first_i[part]).items():
+                irae[q][:, part] = v
+        values.update(irae)
+        inverses.update(dict.fromkeys(irae, inverse_i))
+    return {"ids": pts.ids, "warnings": pts.warnings, "values": values, "inverse": inverses,
+            "curves": None if not keep_curves else _survival(dr, eta, times) if curve_ranks is None
+            else _survival_order_statistics(dr, eta, times, curve_ranks),
+            "curves_inverse": inverse, "shape": (n_chain, n_draw),
+            "horizon": float(times[-1]), "draw_coords": post["draw"].values,
+            "chain_coords": post["chain"].values}
+
+
 def predict(model: Any, patients: Any, times: Iterable[float] | None = None, *, seed: int = 0,
             max_draws: int | None = None) -> xr.Dataset:
     """Posterior predictive PFS2 curve and irAE recurrence probabilities per patient.
@@ -252,80 +619,29 @@ def predict(model: Any, patients: Any, times: Iterable[float] | None = None, *, 
         attrs ``reliable``, ``horizon_months``, ``source``.
     """
     spec = model_spec(model)
-    times = DEFAULT_TIMES if times is None else np.asarray(sorted(float(t) for t in times))
-    if times.size == 0 or np.any(times < 0) or not np.all(np.isfinite(times)):
-        raise RechallengeError("times must be finite, >= 0 and not empty")
+    times = _times(times)
     cohort = _as_cohort(patients, spec)
-    arrays = _compute(model, spec, cohort, times, seed, max_draws, keep_curves=True)
+    model = _thinned(model, max_draws)
+    pts, new = _prepare(model, cohort, spec)
+    arrays = _compute(model, spec, pts, new, times, seed, keep_curves=True)
     return _dataset(model, arrays, times)
 
 
-def _compute(model: Any, spec: ModelSpec, cohort: Cohort, times: np.ndarray, seed: int,
-             max_draws: int | None, keep_curves: bool) -> dict[str, Any]:
-    post = model.posterior
-    if max_draws is not None and max_draws < post.sizes["chain"] * post.sizes["draw"]:
-        step = int(np.ceil(post.sizes["chain"] * post.sizes["draw"] / max_draws))
-        post = post.isel(draw=slice(None, None, step))
-        model = type("Thinned", (), {"posterior": post, "attrs": model.attrs})()
-    n_chain, n_draw = post.sizes["chain"], post.sizes["draw"]
-    n_draws = n_chain * n_draw
-    pts, new = _prepare(model, cohort, spec)
-    u = _effects(post, "tumour_effect", "sigma_tumour", new["tumour_type"], seed, n_draws)
-    v = _effects(post, "centre_effect", "sigma_centre", new["centre"], seed, n_draws)
-    w_t = _effects(post, "tumour_effect_irae", "sigma_tumour_irae", new["tumour_type"], seed, n_draws)
-    o = _effects(post, "organ_effect", "sigma_organ", new["prior_irae_organ"], seed, n_draws)
-    beta = _stacked(post, "log_hr") if pts.x_pfs2.shape[1] else np.zeros((n_draws, 0))
-    has_irae = spec.has_irae and "log_or" in post
-    gamma = _stacked(post, "log_or") if has_irae else None
-    baseline = _baseline(model, spec)
-    a_any = _stacked(post, "irae_a_any") if has_irae else None
-    b_severe = _stacked(post, "irae_b_severe") if has_irae else None
-    horizon = float(times[-1])
-    pfs2_names = list(spec.pfs2_covariates) + [e.name for e in spec.extra]
-    irae_names = list(spec.irae_covariates or ())
-    continuous = {e.name for e in spec.extra if e.type == "continuous"}
-    missing_names = {nm for nm, col in zip(pfs2_names, pts.x_pfs2.T) if np.isnan(col).any()} | {
-        nm for nm, col in zip(irae_names, pts.x_irae.T) if np.isnan(col).any()}
-    prevalence = _prevalences(model, sorted(missing_names - continuous), n_draws)
-
-    # distinct predictor patterns: computed once
-    key = np.column_stack([pts.x_pfs2, pts.x_irae, pts.tumour, pts.centre, pts.organ])
-    key = np.where(np.isnan(key), -999.0, key)
-    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.ravel()
-    n_u = len(first)
-    out = {q: np.empty((n_draws, n_u)) for q in QUANTITIES if has_irae or not q.startswith("irae")}
-    curves_u = np.empty((n_draws, n_u, times.size)) if keep_curves else None
-    for k, i in enumerate(first):
-        x = np.concatenate([pts.x_pfs2[i], pts.x_irae[i]])
-        rng = np.random.default_rng([seed, zlib.crc32(np.where(np.isnan(x), -999.0, x).tobytes())])
-        filled = _fill_missing(x, pfs2_names + irae_names, prevalence, continuous, rng, n_draws)
-        xp, xi = filled[:, :len(pfs2_names)], filled[:, len(pfs2_names):]
-        eta = ((beta * xp).sum(1) + u[:, pts.tumour[i]] + v[:, pts.centre[i]])[:, None]  # (S, 1)
-        if keep_curves:
-            curves_u[:, k] = curves.survival(baseline, eta, times)[:, 0]
-        milestones = curves.survival(baseline, eta, np.array(MILESTONES))[:, 0]
-        out["pfs2_6mo"][:, k], out["pfs2_12mo"][:, k] = milestones[:, 0], milestones[:, 1]
-        out["rmst_12mo"][:, k] = curves.restricted_mean(baseline, eta, RMST_HORIZON)[:, 0]
-        out["pfs2_median_months"][:, k] = curves.quantile_time(baseline, eta)[:, 0]
-        if has_irae:
-            zeta = (gamma * xi).sum(1) + w_t[:, pts.tumour[i]] + o[:, pts.organ[i]]
-            out["irae_any"][:, k], out["irae_grade3plus"][:, k] = irae_probabilities(
-                np, a_any, b_severe, zeta)
-    return {"ids": pts.ids, "warnings": pts.warnings, "inverse": inverse, "values": out,
-            "curves": curves_u, "shape": (n_chain, n_draw), "horizon": horizon,
-            "draw_coords": post["draw"].values, "chain_coords": post["chain"].values}
+def _times(times: Iterable[float] | None) -> np.ndarray:
+    times = DEFAULT_TIMES if times is None else np.asarray(sorted(float(t) for t in times))
+    if times.size == 0 or np.any(times < 0) or not np.all(np.isfinite(times)):
+        raise RechallengeError("times must be finite, >= 0 and not empty")
+    return times
 
 
 def _dataset(model: Any, arrays: dict[str, Any], times: np.ndarray) -> xr.Dataset:
     n_chain, n_draw = arrays["shape"]
-    inv = arrays["inverse"]
-    n = inv.size
-    data_vars = {q: (("chain", "draw", "patient"), v[:, inv].reshape(n_chain, n_draw, n))
+    n = len(arrays["ids"])
+    data_vars = {q: (("chain", "draw", "patient"), v[:, arrays["inverse"][q]].reshape(n_chain, n_draw, n))
                  for q, v in arrays["values"].items()}
     if arrays["curves"] is not None:
         data_vars["survival"] = (("chain", "draw", "patient", "time"),
-                                 arrays["curves"][:, inv].reshape(n_chain, n_draw, n, times.size))
+                                 arrays["curves"][:, arrays["curves_inverse"]].reshape(n_chain, n_draw, n, times.size))
     data_vars["warnings"] = (("patient",), np.array(["; ".join(w) for w in arrays["warnings"]], dtype=object))
     return xr.Dataset(data_vars, coords={"chain": arrays["chain_coords"], "draw": arrays["draw_coords"],
                                          "patient": arrays["ids"], "time": times},
@@ -335,46 +651,99 @@ def _dataset(model: Any, arrays: dict[str, Any], times: np.ndarray) -> xr.Datase
                              "priors_sha256": str(model.attrs.get("priors_sha256", ""))})
 
 
+def _median_eti(values: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.median`` and the equal-tailed interval ``np.quantile(…, [(1 - ci) / 2, (1 + ci) / 2])``
+    of each row of ``values`` (k × draws), from one selection of a few order statistics
+    instead of partitioning every row once per function.
+
+    NumPy's functions still compute the numbers, on stand-in rows: sorted, and with the
+    rows' own order statistics at every position they read — the medians' and quantiles'
+    neighbouring ranks, the first and the last (NaN check) — each repeated up to the next
+    of them (:func:`_order_statistics`). Same numbers, whatever NumPy's formulas.
+    """
+    q = [(1 - ci) / 2, (1 + ci) / 2]
+    k, n = values.shape
+    if n < 64:
+        return (np.median(values, axis=-1), *np.quantile(values, q, axis=-1))  # type: ignore[return-value]
+    around = [n // 2 + d for d in (-2, -1, 0, 1)] + [int(np.floor(p * (n - 1))) + d for p in q for d in (-1, 0, 1, 2)]
+    ranks = np.unique(np.clip([0, n - 1, *around], 0, n - 1))
+    lengths = np.diff(np.append(ranks, n))
+    est, lo, hi = np.empty(k), np.empty(k), np.empty(k)
+    for start in range(0, k, _OS_ROWS):
+        rows = slice(start, start + _OS_ROWS)
+        stand_in = np.repeat(_order_statistics(values[rows], ranks), lengths, axis=-1)
+        est[rows] = np.median(stand_in, axis=-1)
+        lo[rows], hi[rows] = np.quantile(stand_in, q, axis=-1)
+    return est, lo, hi
+
+
 def _interval(values: np.ndarray, ci: float, kind: str) -> tuple[np.ndarray, np.ndarray]:
-    """Equal-tailed or highest-density interval per column of ``values`` (draws × k)."""
+    """Equal-tailed or highest-density interval of each row of ``values`` (k × draws)."""
     if kind == "eti":
-        return tuple(np.quantile(values, [(1 - ci) / 2, (1 + ci) / 2], axis=0))  # type: ignore[return-value]
+        return tuple(np.quantile(values, [(1 - ci) / 2, (1 + ci) / 2], axis=-1))  # type: ignore[return-value]
     if kind != "hdi":
         raise RechallengeError(f"kind must be 'eti' or 'hdi', got {kind!r}")
-    x = np.sort(values, axis=0)
-    n = x.shape[0]
+    x = np.sort(values, axis=-1)
+    n = x.shape[-1]
     m = max(1, int(np.ceil(ci * n)) - 1)  # index span of the shortest window of ⌈ci·n⌉ draws
-    widths = x[m:] - x[: n - m]
+    widths = x[:, m:] - x[:, : n - m]
     with np.errstate(invalid="ignore"):
-        start = np.nanargmin(np.where(np.isnan(widths), np.inf, widths), axis=0)
-    cols = np.arange(x.shape[1])
-    return x[start, cols], x[start + m, cols]
+        start = np.nanargmin(np.where(np.isnan(widths), np.inf, widths), axis=-1)
+    rows = np.arange(x.shape[0])
+    return x[rows, start], x[rows, start + m]
 
 
 _NOT_REACHED = 1e300
 
 
-def _summary_frame(values: dict[str, np.ndarray], ids: np.ndarray, warnings: list[str], horizon: float,
-                   reliable: bool, ci: float, kind: str) -> pd.DataFrame:
-    frames = []
+def _summaries(values: dict[str, np.ndarray], horizon: float, ci: float, kind: str
+               ) -> dict[str, dict[str, np.ndarray]]:
+    """Quantity -> ``estimate`` (median), ``lower``, ``upper`` (and for the median
+    ``not_reached_probability``) of each column of the ``(draws, k)`` arrays.
+
+    Each column's draws are made contiguous first (the same values whatever the layout:
+    order statistics do not depend on it, and NumPy sums a row as it sums a column);
+    a few columns of all quantities are summarised together.
+    """
+    rows, extra = {}, {}
     for q, v in values.items():
-        v = v.reshape(-1, v.shape[-1])
-        extra = {}
+        v = np.ascontiguousarray(v.reshape(-1, v.shape[-1]).T)
         if q == "pfs2_median_months":
             reached = np.isfinite(v) & (v <= horizon)
             v = np.where(reached, v, _NOT_REACHED)
-            extra["not_reached_probability"] = 1.0 - reached.mean(axis=0)
-        est = np.median(v, axis=0)
-        lo, hi = _interval(v, ci, kind)
-        frame = pd.DataFrame({"patient_id": ids, "quantity": q, "estimate": est, "lower": lo, "upper": hi,
-                              **extra})
-        if q == "pfs2_median_months":
-            for col in ("estimate", "lower", "upper"):
-                frame[col] = frame[col].where(frame[col] <= horizon)  # NaN = not reached
-        frames.append(frame)
-    out = pd.concat(frames, ignore_index=True)
+            extra[q] = {"not_reached_probability": 1.0 - reached.mean(axis=-1)}
+        rows[q] = v
+    if kind != "eti":
+        stats = {q: (np.median(v, axis=-1), *_interval(v, ci, kind)) for q, v in rows.items()}
+    elif sum(len(v) for v in rows.values()) <= 4 * _OS_ROWS:
+        together = _median_eti(np.concatenate(list(rows.values())), ci)
+        bounds = np.cumsum([0] + [len(v) for v in rows.values()])
+        stats = {q: tuple(x[a:b] for x in together) for q, a, b in zip(rows, bounds[:-1], bounds[1:])}
+    else:
+        stats = {q: _median_eti(v, ci) for q, v in rows.items()}
+    out = {}
+    for q, (est, lo, hi) in stats.items():
+        if q == "pfs2_median_months":  # NaN = not reached
+            est, lo, hi = (np.where(x <= horizon, x, np.nan) for x in (est, lo, hi))
+        out[q] = {"estimate": est, "lower": lo, "upper": hi, **extra.get(q, {})}
+    return out
+
+
+def _summary_frame(summaries: dict[str, dict[str, np.ndarray]], ids: np.ndarray, warnings: list[str],
+                   reliable: bool, ci: float, kind: str) -> pd.DataFrame:
+    """The tidy table of :func:`summarise`: quantities in order, patients in order within each."""
+    n = len(ids)
+    columns: dict[str, Any] = {
+        "patient_id": np.tile(np.asarray(ids, dtype=object), len(summaries)),
+        "quantity": np.repeat(np.array(list(summaries), dtype=object), n)}
+    for col in ("estimate", "lower", "upper"):
+        columns[col] = np.concatenate([s[col] for s in summaries.values()])
+    if any("not_reached_probability" in s for s in summaries.values()):
+        columns["not_reached_probability"] = np.concatenate(
+            [s.get("not_reached_probability", np.full(n, np.nan)) for s in summaries.values()])
+    out = pd.DataFrame(columns)
     out["reliable"] = reliable
-    out["warnings"] = np.tile(np.asarray(warnings, dtype=object), len(values))
+    out["warnings"] = np.tile(np.asarray(warnings, dtype=object), len(summaries))
     out["ci"], out["interval"] = ci, kind
     return out
 
@@ -393,28 +762,45 @@ def summarise(pred: xr.Dataset, ci: float = 0.95, kind: str = "eti") -> pd.DataF
         raise RechallengeError(f"ci must be in (0, 1), got {ci!r}")
     values = {q: pred[q].transpose("chain", "draw", "patient").values.reshape(-1, pred.sizes["patient"])
               for q in QUANTITIES if q in pred}
-    return _summary_frame(values, pred["patient"].values, list(pred["warnings"].values),
-                          float(pred.attrs["horizon_months"]), bool(pred.attrs["reliable"]), ci, kind)
+    summaries = _summaries(values, float(pred.attrs["horizon_months"]), ci, kind)
+    return _summary_frame(summaries, pred["patient"].values, list(pred["warnings"].values),
+                          bool(pred.attrs["reliable"]), ci, kind)
 
 
 def predict_summary(model: Any, patients: Any, *, ci: float = 0.95, kind: str = "eti",
                     horizon: float = float(DEFAULT_TIMES[-1]), seed: int = 0,
                     chunk_size: int = 2000) -> pd.DataFrame:
-    """:func:`summarise` of :func:`predict` for large batches, chunk by chunk (bounded memory,
-    no survival curves kept). Same numbers as ``summarise(predict(...))``."""
+    """:func:`summarise` of :func:`predict` for large batches (bounded memory, no survival
+    curves kept). Same numbers as ``summarise(predict(...))``.
+
+    Patients with the same predictors of an outcome share its draws, so each outcome's
+    quantities are drawn and summarised once per distinct pattern, at most
+    ``chunk_size`` patterns (and a few MiB of draws) at a time.
+    """
     if not 0 < ci < 1:
         raise RechallengeError(f"ci must be in (0, 1), got {ci!r}")
     spec = model_spec(model)
     cohort = _as_cohort(patients, spec)
-    frames = []
-    for part in _chunks(cohort.n_patients, chunk_size):
-        sub = dataclasses.replace(cohort, data=cohort.data.iloc[part].reset_index(drop=True))
-        arrays = _compute(model, spec, sub, np.array([horizon]), seed, None, keep_curves=False)
-        values = {q: v[:, arrays["inverse"]] for q, v in arrays["values"].items()}
-        frames.append(_summary_frame(values, arrays["ids"], ["; ".join(w) for w in arrays["warnings"]],
-                                     horizon, bool(int(model.attrs.get("reliable", 0))), ci, kind))
-    out = pd.concat(frames, ignore_index=True)
-    order = {q: i for i, q in enumerate(QUANTITIES)}
-    return out.sort_values(["quantity", "patient_id"], key=lambda s: s.map(order) if s.name == "quantity"
-                           else s.map({p: i for i, p in enumerate(cohort.data["patient_id"].astype(str))})
-                           ).reset_index(drop=True)
+    pts, new = _prepare(model, cohort, spec)
+    dr = _draws(model, spec, pts, new, seed)
+    parts = [(_patterns(pts.x_pfs2, pts, (pts.tumour, pts.centre)),
+              lambda rows: _pfs2_values(dr, pts, rows)[0])]
+    if dr.gamma is not None:
+        parts.append((_patterns(pts.x_irae, pts, (pts.tumour, pts.organ)),
+                       lambda rows: _irae_values(dr, pts, rows)))
+    summaries: dict[str, dict[str, np.ndarray]] = {}
+    for (first, inverse), values in parts:
+        blocks = []
+        for part in _chunks(first.size, max(1, min(chunk_size, _SUMMARY_PATTERNS))):
+            draws = None
+            for sub in _chunks(part.stop - part.start, _block(dr.n_draws)):
+                block = values(first[part][sub])
+                draws = draws or {q: np.empty((dr.n_draws, part.stop - part.start)) for q in block}
+                for q, v in block.items():
+                    draws[q][:, sub] = v
+            blocks.append(_summaries(draws, horizon, ci, kind))
+        for q in blocks[0]:
+            summaries[q] = {k: np.concatenate([b[q][k] for b in blocks])[inverse] for k in blocks[0][q]}
+    summaries = {q: summaries[q] for q in QUANTITIES if q in summaries}
+    return _summary_frame(summaries, pts.ids, ["; ".join(w) for w in pts.warnings],
+                          bool(int(model.attrs.get("reliable", 0))), ci, kind)

@@ -1,9 +1,10 @@
 r"""One patient's report: PFS2 and irAE recurrence with credible intervals, the review's
 checklist, and where the numbers come from.
 
-:func:`build_reports` makes one :class:`PatientReport` per patient from a single
-:func:`rechallenge.predict.predict` call (the patients plus, for each, a **reference
-patient**: the same tumour type, centre, regimen and prior irAE, with every other
+:func:`build_reports` makes one :class:`PatientReport` per patient from the numbers of a
+single :func:`rechallenge.predict.predict` call — computed without building its Dataset,
+the curves' quantiles from a selection of the draws' order statistics — (the patients
+plus, for each, a **reference patient**: the same tumour type, centre, regimen and prior irAE, with every other
 covariate at its favourable level — ECOG 0, PFS1 12 months, TFI 12 months, no liver
 metastases, NLR 2.0, first course stopped by clinical decision, binary ``extra``
 covariates 0). A report renders as JSON (:meth:`PatientReport.to_dict`), text
@@ -186,12 +187,22 @@ def _validate(model: Any, patients: Any) -> tuple[Any, pd.DataFrame]:
     if isinstance(patients, Cohort):
         return patients, patients.data[[c for c in RULES_ONLY if c in patients.data]].reset_index(drop=True)
     source = "<patients>"
-    if isinstance(patients, Mapping):
-        table, source = pd.DataFrame([dict(patients)]), "<patient>"
-    elif isinstance(patients, pd.DataFrame):
+    one = isinstance(patients, Mapping)
+    if one or (isinstance(patients, (list, tuple)) and patients and all(isinstance(p, Mapping) for p in patients)):
+        # as the DataFrame branch below, splitting the rules-only fields off the records
+        # first (pandas' column selection and drop cost more than the rest for one patient)
+        rows = [dict(patients)] if one else [dict(p) for p in patients]
+        rules = [c for c in RULES_ONLY if any(c in r for r in rows)]
+        extra = (pd.DataFrame([{c: r.get(c, np.nan) for c in rules} for r in rows]) if rules
+                 else pd.DataFrame(index=pd.RangeIndex(len(rows)), columns=pd.Index([], dtype=object)))
+        table = pd.DataFrame([{k: v for k, v in r.items() if k not in RULES_ONLY} for r in rows])
+        if "patient_id" not in table:
+            table.insert(0, "patient_id", [f"patient_{i + 1}" for i in range(len(table))])
+        cohort = validate_cohort(table, required=required, extra=spec.extra_types, outcomes=False,
+                                 source="<patient>" if one else source)
+        return cohort, extra
+    if isinstance(patients, pd.DataFrame):
         table = patients.copy()
-    elif isinstance(patients, (list, tuple)) and patients and all(isinstance(p, Mapping) for p in patients):
-        table = pd.DataFrame([dict(p) for p in patients])
     elif isinstance(patients, (str, Path)):
         path = Path(patients)
         try:
@@ -251,6 +262,20 @@ def _assess(pid: str, row: int, inputs: Mapping[str, Any]) -> Assessment:
         raise CohortError(message, row=row, patient_id=pid, column=exc.field) from None
 
 
+def _records(data: pd.DataFrame) -> list[dict[str, Any]]:
+    """``data.to_dict("records")`` (Python scalars), without pandas' per-cell boxing."""
+    columns = {c: data[c].tolist() for c in data.columns}
+    return [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+
+def _reference_ids(data: pd.DataFrame) -> list[str]:
+    taken = set(data["patient_id"])
+    prefix = _REF_PREFIX
+    while any(str(p).startswith(prefix) for p in taken):
+        prefix = "_" + prefix
+    return [f"{prefix}{i}" for i in range(len(data))]
+
+
 def _reference_rows(data: pd.DataFrame, binary_extra: Sequence[str]) -> pd.DataFrame:
     ref = data.copy()
     for k, v in REFERENCE.items():
@@ -258,34 +283,67 @@ def _reference_rows(data: pd.DataFrame, binary_extra: Sequence[str]) -> pd.DataF
             ref[k] = v
     for k in binary_extra:
         ref[k] = 0.0
-    taken = set(data["patient_id"])
-    prefix = _REF_PREFIX
-    while any(str(p).startswith(prefix) for p in taken):
-        prefix = "_" + prefix
-    ref["patient_id"] = [f"{prefix}{i}" for i in range(len(ref))]
+    ref["patient_id"] = _reference_ids(data)
     return ref
 
 
-def _summary_dicts(frame: pd.DataFrame) -> dict[str, dict[str, dict[str, float | None]]]:
-    """patient -> quantity -> {estimate, lower, upper[, not_reached_probability]}."""
-    out: dict[str, dict[str, dict[str, float | None]]] = {}
-    for r in frame.itertuples(index=False):
-        d = {"estimate": _clean(float(r.estimate)), "lower": _clean(float(r.lower)),
-             "upper": _clean(float(r.upper))}
-        if r.quantity == "pfs2_median_months":
-            d["not_reached_probability"] = float(r.not_reached_probability)
-        out.setdefault(str(r.patient_id), {})[str(r.quantity)] = d
+def _with_references(part: pd.DataFrame, records: list[dict[str, Any]], binary_extra: Sequence[str]
+                     ) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """``pd.concat([part, _reference_rows(part, binary_extra)], ignore_index=True)`` and the
+    reference rows as records, built column by column (pandas' copy, assignments and concat
+    took ~1 ms for one patient)."""
+    n = len(part)
+    fixed = {**{k: v for k, v in REFERENCE.items() if k in part}, **dict.fromkeys(binary_extra, 0.0)}
+    fixed["patient_id"] = ids = _reference_ids(part)
+    if any(k not in part for k in fixed):  # a declared column the patients lack: as concat
+        ref = _reference_rows(part, binary_extra)
+        return pd.concat([part, ref], ignore_index=True), ref.to_dict("records")
+    columns = {}
+    for c in part.columns:
+        values = part[c].to_numpy()
+        if c == "patient_id":
+            added = np.array(ids, dtype=object)
+        elif c in fixed:
+            added = np.full(n, fixed[c], dtype=values.dtype)
+        else:
+            added = values
+        columns[c] = np.concatenate([values, added])
+    refs = [{**r, **{k: v for k, v in fixed.items() if k != "patient_id"}, "patient_id": rid}
+            for r, rid in zip(records, ids)]
+    return pd.DataFrame(columns), refs
+
+
+def _summary_dicts(summaries: Mapping[str, Mapping[str, np.ndarray]], inverse: Mapping[str, np.ndarray]
+                   ) -> list[dict[str, dict[str, float | None]]]:
+    """Per patient: quantity -> {estimate, lower, upper[, not_reached_probability]}, from
+    the summaries of the distinct patterns (:func:`rechallenge.predict._summaries`)."""
+    n = len(next(iter(inverse.values())))
+    out: list[dict[str, dict[str, float | None]]] = [{} for _ in range(n)]
+    for q, s in summaries.items():
+        for i, k in enumerate(inverse[q]):
+            d = {"estimate": _clean(float(s["estimate"][k])), "lower": _clean(float(s["lower"][k])),
+                 "upper": _clean(float(s["upper"][k]))}
+            if "not_reached_probability" in s:
+                d["not_reached_probability"] = float(s["not_reached_probability"][k])
+            out[i][q] = d
     return out
 
 
-def _curve_quantiles(survival: np.ndarray) -> np.ndarray:
-    """(S, n, T) draws -> (n, len(CURVE_QUANTILES), T), like ``np.quantile`` (linear)."""
-    s = np.sort(np.ascontiguousarray(np.moveaxis(survival, 0, -1)), axis=-1)  # (n, T, S)
-    pos = np.asarray(CURVE_QUANTILES) * (s.shape[-1] - 1)
+def _curve_ranks(n_draws: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The order statistics ``np.quantile`` (linear) combines for :data:`CURVE_QUANTILES`:
+    (ranks, position in ranks of the lower and upper one of each quantile, weight)."""
+    pos = np.asarray(CURVE_QUANTILES) * (n_draws - 1)
     lo = np.floor(pos).astype(int)
-    hi = np.minimum(lo + 1, s.shape[-1] - 1)
-    w = pos - lo
-    q = s[..., lo] * (1 - w) + s[..., hi] * w  # (n, T, Q)
+    hi = np.minimum(lo + 1, n_draws - 1)
+    ranks, index = np.unique(np.concatenate([lo, hi]), return_inverse=True)
+    return ranks, index[:lo.size], index[lo.size:], pos - lo
+
+
+def _curve_quantiles(order_statistics: np.ndarray, n_draws: int) -> np.ndarray:
+    """(n, T, ranks) order statistics of S(t) over the draws (:func:`_curve_ranks`) ->
+    (n, len(CURVE_QUANTILES), T), as ``np.quantile`` (linear) computes them."""
+    _, lo, hi, w = _curve_ranks(n_draws)
+    q = order_statistics[..., lo] * (1 - w) + order_statistics[..., hi] * w  # (n, T, Q)
     return np.moveaxis(q, -1, 1)
 
 
@@ -306,12 +364,19 @@ def _prior_posterior(spec_json: str, prior_json: str, levels_json: str) -> Any:
                       json.loads(levels_json), draws=PRIOR_DRAWS, seed=PRIOR_SEED)
 
 
+@lru_cache(maxsize=1)
+def _default_prevalence() -> tuple[tuple[str, float], ...]:
+    from .literature_model import _read_artefact
+
+    return tuple(_read_artefact()["covariate_prevalence"].items())
+
+
 def _prior_model(model: Any) -> Any:
     """The fit's prior predictive as a model: draws from its own priors, same attrs."""
-    from .literature_model import PosteriorModel, _read_artefact
+    from .literature_model import PosteriorModel
 
     attrs = dict(model.attrs)
-    prevalence = dict(_read_artefact()["covariate_prevalence"])
+    prevalence = dict(_default_prevalence())
     prevalence.update(json.loads(attrs.get("covariate_prevalence") or "{}"))
     post = model.posterior
     if "prevalence" in post and "imputed_covariate" in post.coords:
@@ -322,21 +387,28 @@ def _prior_model(model: Any) -> Any:
     return PosteriorModel(posterior, attrs)
 
 
-def _local_shares(model: Any, cohort: Any, post_values: Mapping[str, np.ndarray], horizon: float,
-                  seed: int) -> list[dict[str, float | None]]:
-    """Per patient: 1 − Var_post / Var_prior of each quantity (transformed), in [0, 1]."""
-    from .predict import predict
+def _local_shares(model: Any, spec: Any, patients: Any, new: Mapping[str, list[str]],
+                  post_values: Mapping[str, np.ndarray], horizon: float, seed: int
+                  ) -> list[dict[str, float | None]]:
+    """Per patient: 1 − Var_post / Var_prior of each quantity (transformed), in [0, 1].
 
-    prior = predict(_prior_model(model), cohort, times=[horizon], seed=seed)
-    out = []
-    for i in range(cohort.n_patients):
-        shares: dict[str, float | None] = {}
-        for q, v in post_values.items():
-            vp = np.var(_transformed(q, prior[q].values.reshape(-1, prior.sizes["patient"])[:, i], horizon))
-            vq = np.var(_transformed(q, v[:, i], horizon))
-            shares[q] = float(np.clip(1 - vq / vp, 0, 1)) if vp > 0 and np.isfinite(vp) else None
-        out.append(shares)
-    return out
+    ``patients`` are the prepared patients (:func:`rechallenge.predict._prepare`) whose
+    posterior draws are the columns of ``post_values``; the prior model shares the fit's
+    specification, standardisation and group levels, so they are its patients too.
+    """
+    from .predict import _compute
+
+    prior = _compute(_prior_model(model), spec, patients, dict(new), np.array([horizon]), seed, keep_curves=False)
+    n = len(patients.ids)
+    ratios = {}
+    for q, v in post_values.items():
+        vp = np.var(_transformed(q, np.ascontiguousarray(prior["values"][q][:, prior["inverse"][q]].T), horizon),
+                    axis=-1)
+        vq = np.var(_transformed(q, np.ascontiguousarray(v.T), horizon), axis=-1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios[q] = (vp, np.clip(1 - vq / vp, 0, 1))
+    return [{q: float(share[i]) if vp[i] > 0 and np.isfinite(vp[i]) else None
+             for q, (vp, share) in ratios.items()} for i in range(n)]
 
 
 def _source(model: Any, pred_source: str) -> tuple[str, str]:
@@ -375,53 +447,58 @@ def build_reports(model: Any, patients: Any, *, ci: float = 0.95, seed: int = 0,
         For invalid values (a :class:`~rechallenge.errors.CohortError` naming row and
         column, or a checklist field naming the patient), or ``ci`` outside (0, 1).
     """
-    from .predict import DEFAULT_TIMES, predict, summarise
+    from .predict import DEFAULT_TIMES, _compute, _prepare, _summaries, _times, model_spec
 
     if not 0 < ci < 1:
         raise RechallengeError(f"ci must be in (0, 1), got {ci!r}")
     times = DEFAULT_TIMES if times is None else np.asarray(sorted(float(t) for t in times))
     cohort, rules_extra = _validate(model, patients)
+    spec = model_spec(model)
     data = cohort.data.reset_index(drop=True)
     spec_extra = cohort.extra
     binary_extra = [k for k, t in spec_extra.items() if t == "binary"]
     literature = None
     inputs, assessments = [], []
-    for i, row in enumerate(data.to_dict("records")):  # checklist errors before any prediction
+    records = _records(data)
+    for i, row in enumerate(records):  # checklist errors before any prediction
         rules_row = rules_extra.iloc[i].to_dict() if len(rules_extra.columns) else {}
         inputs.append(_inputs({**row, **rules_row}, spec_extra))
         assessments.append(_assess(str(row["patient_id"]), i + 1, inputs[-1]))
     reports: list[PatientReport] = []
+    source, kind = _source(model, str(model.attrs.get("source", "fit")))
+    reliable = bool(int(model.attrs.get("reliable", 0)))
+    n_draws = model.posterior.sizes["chain"] * model.posterior.sizes["draw"]
     for start in range(0, len(data), _CHUNK):
         part = data.iloc[start:start + _CHUNK].reset_index(drop=True)
-        ref = _reference_rows(part, binary_extra)
-        both = dataclasses.replace(cohort, data=pd.concat([part, ref], ignore_index=True))
-        pred = predict(model, both, times=times, seed=seed)
-        horizon = float(pred.attrs["horizon_months"])
-        summ = _summary_dicts(summarise(pred, ci=ci))
+        table, references = _with_references(part, records[start:start + _CHUNK], binary_extra)
+        both = dataclasses.replace(cohort, data=table)
+        # what predict(model, both, times, seed) and summarise(…) compute, without the
+        # Dataset and the table: each distinct patient (pattern) drawn and summarised once
+        grid = _times(times)
+        pts, new = _prepare(model, both, spec)
+        arrays = _compute(model, spec, pts, new, grid, seed, keep_curves=True, curve_ranks=_curve_ranks(n_draws)[0])
+        horizon = arrays["horizon"]
+        summ = _summary_dicts(_summaries(arrays["values"], horizon, ci, "eti"), arrays["inverse"])
         n = len(part)
-        surv = pred["survival"].values
-        curves = _curve_quantiles(surv.reshape(-1, *surv.shape[2:]))
+        curves = _curve_quantiles(arrays["curves"], n_draws)[arrays["curves_inverse"]]
         curves.setflags(write=False)
-        source, kind = _source(model, pred.attrs["source"])
-        quantities = [q for q in QUANTITIES if q in pred]
+        quantities = list(arrays["values"])
         if kind == "fit":
-            sub = dataclasses.replace(cohort, data=part)
-            values = {q: pred[q].values.reshape(-1, 2 * n)[:, :n] for q in quantities}
-            shares = _local_shares(model, sub, values, horizon, seed)
+            values = {q: v[:, arrays["inverse"][q][:n]] for q, v in arrays["values"].items()}
+            shares = _local_shares(model, spec, pts.rows(range(n)), new, values, horizon, seed)
         else:
             literature = literature or {q: 0.0 for q in quantities}
             shares = [literature] * n
-        warnings = pred["warnings"].values
-        grid = times.copy()
+        grid = grid.copy()
         grid.setflags(write=False)
         for i in range(n):
-            pid, rid = str(part["patient_id"].iloc[i]), str(ref["patient_id"].iloc[i])
+            pid = str(records[start + i]["patient_id"])
             reports.append(PatientReport(
-                patient_id=pid, inputs=inputs[start + i], summary=summ[pid],
-                reference_inputs=_inputs(ref.iloc[i].to_dict(), spec_extra), reference_summary=summ[rid],
+                patient_id=pid, inputs=inputs[start + i], summary=summ[i],
+                reference_inputs=_inputs(references[i], spec_extra), reference_summary=summ[n + i],
                 times=grid, curve=curves[i], reference_curve=curves[n + i],
-                assessment=assessments[start + i], reliable=bool(pred.attrs["reliable"]),
-                warnings=tuple(w for w in str(warnings[i]).split("; ") if w), source=source,
+                assessment=assessments[start + i], reliable=reliable,
+                warnings=tuple(w for w in "; ".join(pts.warnings[i]).split("; ") if w), source=source,
                 source_kind=kind, local_share=dict(shares[i]), ci=float(ci), horizon_months=horizon))
     return reports
 
