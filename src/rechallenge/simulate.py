@@ -324,7 +324,7 @@ def simulate_cohort(
     exact_times
         Keep ``pfs2_months`` unrounded (floored at 1e-12 months) instead of rounding it
         to 3 decimals with a floor of 0.001. The rounding makes ties at 0.001 months when
-        the hazard is extreme (a prior draw of HR 40 with a median of 0.2 months put 131
+        the hazard is extreme (a prior draw of HR 40 with a baseline median of 1.2 months put 131
         of 300 times there), which the continuous-time model does not describe; studies
         of the model's calibration therefore simulate exact times (the CSV writer still
         writes 3 decimals).
