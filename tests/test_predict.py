@@ -210,7 +210,7 @@ def test_fast_summary_equals_summarise_of_predict_exactly(cure, kind):
 
 def test_order_statistics_and_median_eti_equal_numpy_exactly():
     """The selection behind the report's curves and the summaries equals sorting."""
-    from rechallenge.predict import _median_eti, _order_statistics
+    from rechallenge.order_statistics import median_eti as _median_eti, order_statistics as _order_statistics
 
     rng = np.random.default_rng(2)
     n = 1000

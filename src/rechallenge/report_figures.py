@@ -163,6 +163,12 @@ class _Pages:
             self.page()
         self.line(text, weight="bold")
 
+    def bullets(self, heading: str, items: Sequence[str]) -> None:
+        """A heading and one dashed, hanging-indented line per item."""
+        self.heading(heading)
+        for item in items:
+            self.line(item, indent="   ", first="– ")
+
 
 def _pdf_report(pages: _Pages, report: Any) -> None:
     s = sections(report.to_dict())
@@ -179,14 +185,10 @@ def _pdf_report(pages: _Pages, report: Any) -> None:
     plot_pfs2_curve(report, ax1)
     plot_irae_icons(report, ax2)
     pages.y = top - 0.38
-    pages.heading("Progression-free survival after rechallenge (PFS2)")
-    for x in [*s["pfs2"], s["reference"]]:
-        pages.line(x, indent="   ", first="– ")
+    pages.bullets("Progression-free survival after rechallenge (PFS2)", [*s["pfs2"], s["reference"]])
     if s["irae"]:
         pages.gap()
-        pages.heading("Immune-related adverse event (irAE) on rechallenge")
-        for x in s["irae"]:
-            pages.line(x, indent="   ", first="– ")
+        pages.bullets("Immune-related adverse event (irAE) on rechallenge", s["irae"])
     pages.gap()
     pages.line(s["intervals"])
     pages.line(s["source"])
@@ -198,13 +200,9 @@ def _pdf_report(pages: _Pages, report: Any) -> None:
         pages.line(s["guidance"], indent="        ", first="irAE guidance: ")
     if s["warnings"]:
         pages.gap()
-        pages.heading("Warnings")
-        for w in s["warnings"]:
-            pages.line(w, indent="   ", first="– ")
+        pages.bullets("Warnings", s["warnings"])
     pages.gap()
-    pages.heading("Caveats")
-    for c in s["caveats"]:
-        pages.line(c, indent="   ", first="– ")
+    pages.bullets("Caveats", s["caveats"])
 
 
 def write_pdf(reports: Sequence[Any], path: str | Path) -> Path:
