@@ -269,8 +269,16 @@ def fit(cohort: Any, spec: str | Path | Mapping[str, Any] | ModelSpec | None = "
     cores = cores or min(chains, os.cpu_count() or 1)
     kwargs = dict(draws=draws, tune=tune, chains=chains, seed=seed, progressbar=progressbar, cores=cores)
     if sampler == "nutpie":
-        key = _structure_key(data, spec, prior_set, prior_only)
-        idata, monitored = _sample_nutpie(model, data, key, **kwargs)
+        from .fused_model import build_fused_model, can_fuse
+
+        fused = can_fuse(data, prior_only)
+        key = _structure_key(data, spec, prior_set, prior_only) + (fused,)
+
+        def sampling_model():
+            """What nutpie compiles: the fused twin where it applies, else the model itself."""
+            return build_fused_model(data, prior_set, reference=model()) if fused else model()
+
+        idata, monitored = _sample_nutpie(sampling_model, data, key, **kwargs)
     else:
         idata, monitored = _sample_pymc(model(), nuts_sampler=sampler, **kwargs), monitored_names(model())
     diag = diagnose(idata, monitored)

@@ -1,0 +1,163 @@
+"""The sampling twin of the PyMC model: same parameters, one fused density node.
+
+:func:`build_fused_model` mirrors :func:`rechallenge.model.build_model` for cohorts where
+the model takes its fast form (:func:`rechallenge.model.uses_sufficient_statistics`):
+the same free parameters (names, dims, transforms, initial values), the same traced
+deterministics, and a log density equal to the reference model's — but computed by
+:class:`rechallenge.fused_density.FusedDensity`, so the gradient nutpie evaluates at
+every leapfrog step is one compiled kernel instead of a ~200-node graph.
+
+Parameters get flat priors in this twin (their priors are inside the kernel), so it is
+used only for sampling the posterior: prior predictive draws, pointwise
+log-likelihoods and every other use of the model go through the reference model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+from pymc.logprob.transforms import LogTransform
+
+from . import loglik
+from .fused_density import DATA, PARAMETERS, fused_density
+from .mixture import NormalMixture, stack_mixtures
+from .model import GROUP_INPUTS, build_model, model_inputs, uses_sufficient_statistics
+from .model_data import ModelData
+from .prior_draws import GROUP_EFFECTS, coefficient_priors, severe_given_any_prior
+from .priorset import PriorSet
+
+
+def can_fuse(data: ModelData, prior_only: bool = False) -> bool:
+    """Whether the fused density covers this cohort's model (the fast form, with likelihood)."""
+    return uses_sufficient_statistics(data) and not prior_only
+
+
+def _entry_mixture(priors: PriorSet, key: tuple[str, str]) -> NormalMixture:
+    return priors[key].distribution
+
+
+def prior_table(data: ModelData, priors: PriorSet) -> dict[str, np.ndarray]:
+    """Prior constants of the kernel: one normal-mixture row per coefficient/baseline
+    parameter (log-HRs, log median, log shape, then log-ORs, a, b) and the half-normal
+    scales of the four group SDs (1 where a group is absent)."""
+    spec = data.spec
+    rows = list(coefficient_priors(spec, priors, "pfs2"))
+    rows += [_entry_mixture(priors, ("pfs2", "baseline_median")), _entry_mixture(priors, ("pfs2", "weibull_shape"))]
+    if spec.has_irae:
+        rows += list(coefficient_priors(spec, priors, "irae"))
+        rows += [_entry_mixture(priors, ("irae", "baseline_any")), severe_given_any_prior(priors)]
+    w, mu, sd = stack_mixtures(rows)
+    used = {"pfs2": spec.pfs2_groups, "irae": spec.irae_groups}
+    scales = [priors[(outcome, key)].halfnormal_scale if dim in used[outcome] else 1.0
+              for _, outcome, key, _, dim in GROUP_EFFECTS]
+    return {"prior_mean": mu, "prior_precision": 1.0 / sd ** 2,
+            "prior_log_norm": np.log(w) - np.log(sd) - 0.5 * np.log(2.0 * np.pi),
+            "group_sd_scale": np.asarray(scales, dtype=float)}
+
+
+def _constrained_initial_values(model: pm.Model) -> dict[str, np.ndarray]:
+    """The reference model's initial point on the constrained scale, per free parameter."""
+    point = model.initial_point()
+    out = {}
+    for rv in model.free_RVs:
+        value_var = model.rvs_to_values[rv]
+        transform = model.rvs_to_transforms.get(rv)
+        value = np.asarray(point[value_var.name])
+        if transform is None:
+            out[rv.name] = value
+        elif isinstance(transform, LogTransform):
+            out[rv.name] = np.exp(value)
+        else:  # pragma: no cover - the reference model has no other transforms
+            raise TypeError(f"{rv.name}: transform {transform} is not supported by the fused model")
+    return out
+
+
+def build_fused_model(data: ModelData, priors: PriorSet, reference: pm.Model | None = None) -> pm.Model:
+    """The fused twin of ``build_model(data, priors)`` (see module docstring).
+
+    Parameters
+    ----------
+    data
+        Prepared arrays; the model must take its fast form (:func:`can_fuse`).
+    priors
+        The prior set of the reference model.
+    reference
+        The reference model, if already built (its parameters and initial point are copied).
+    """
+    if not can_fuse(data):
+        raise ValueError("the fused density needs the Weibull model without cure fraction "
+                         "and complete covariates")
+    spec = data.spec
+    reference = reference if reference is not None else build_model(data, priors)
+    initial = _constrained_initial_values(reference)
+    dims = reference.named_vars_to_dims
+    arrays = model_inputs(data)
+    constants = prior_table(data, priors)
+    with pm.Model(coords=reference.coords, check_bounds=False) as model:
+        params: dict[str, pt.TensorVariable] = {}
+        for rv in reference.free_RVs:
+            kwargs = {"dims": dims.get(rv.name), "initval": initial[rv.name]}
+            if rv.name not in dims:
+                kwargs["shape"] = initial[rv.name].shape
+            transform = reference.rvs_to_transforms.get(rv)
+            params[rv.name] = (pm.HalfFlat if transform is not None else pm.Flat)(rv.name, **kwargs)
+        used = _used_data(data)
+        inputs = {name: pm.Data(name, arrays[name]) for name in DATA if name in used}
+        for sd_var, _, _, effect, dim in GROUP_EFFECTS:
+            if effect + "_z" in params:
+                sigma, z = params[sd_var], params[effect + "_z"]
+                scale = pt.switch(inputs[GROUP_INPUTS[effect][1]], sigma, 1.0)
+                pm.Deterministic(effect, z * sigma / scale, dims=dim)
+        if spec.has_irae:
+            p_any, p_sev = loglik.irae_probabilities(pt, params["irae_a_any"], params["irae_b_severe"], 0.0)
+            pm.Deterministic("irae_p_any_ref", p_any)
+            pm.Deterministic("irae_p_grade3plus_ref", p_sev)
+        args = []
+        for name in PARAMETERS:
+            if name in params:
+                args.append(params[name])
+            elif name.startswith("sigma"):
+                args.append(pt.constant(1.0))
+            elif name in ("log_hr", "log_or") or name.endswith("_z"):
+                args.append(pt.zeros(0))
+            else:
+                args.append(pt.constant(0.0))
+        for name in DATA:
+            if name in constants:
+                args.append(pt.constant(constants[name]))
+            elif name in inputs:
+                args.append(inputs[name])
+            else:
+                args.append(pt.constant(_placeholder(name)))
+        pm.Potential("joint_density", fused_density(*args)[0])
+    return model
+
+
+def _used_data(data: ModelData) -> set[str]:
+    """Cohort arrays the kernel reads for this specification."""
+    spec = data.spec
+    used = {"events", "events_x_pfs2", "events_log_time", "log_time", "patient_pfs2_pattern",
+            "pfs2_pattern_x_pfs2"}
+    if "tumour_type" in spec.pfs2_groups:
+        used |= {"tumour_centred", "pfs2_pattern_tumour_idx", "events_tumour"}
+    if "centre" in spec.pfs2_groups:
+        used |= {"centre_centred", "pfs2_pattern_centre_idx", "events_centre"}
+    if spec.has_irae:
+        used |= {"pattern_x_irae", "pattern_counts"}
+        if "tumour_type" in spec.irae_groups:
+            used |= {"tumour_irae_centred", "pattern_tumour_idx"}
+        if "prior_irae_organ" in spec.irae_groups:
+            used |= {"organ_centred", "pattern_organ_idx"}
+    return used
+
+
+def _placeholder(name: str) -> np.ndarray:
+    """An empty stand-in for a data array of an absent part (never read by the kernel)."""
+    if name in ("pfs2_pattern_tumour_idx", "pfs2_pattern_centre_idx", "pattern_tumour_idx", "pattern_organ_idx"):
+        return np.zeros(0, dtype=np.int64)
+    if name == "pattern_counts":
+        return np.zeros((0, 3))
+    if name == "pattern_x_irae":
+        return np.zeros((0, 0))
+    return np.zeros(0)
