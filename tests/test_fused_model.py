@@ -7,7 +7,7 @@ import pytest
 
 from rechallenge.cohort import validate_cohort
 from rechallenge.fused_density import FusedDensity
-from rechallenge.fused_model import build_fused_model, can_fuse
+from rechallenge.fused_model import FUSED_VECTOR, build_fused_model, can_fuse, fused_point
 from rechallenge.model import build_model
 from rechallenge.model_data import prepare_data
 from rechallenge.modelspec import load_spec
@@ -44,24 +44,33 @@ def test_fused_density_and_gradient_equal_the_reference_model(name, prior_name):
     assert can_fuse(data)
     reference = build_model(data, priors)
     fused = build_fused_model(data, priors, reference=reference)
-    assert [v.name for v in fused.value_vars] == [v.name for v in reference.value_vars]
-    assert {k: np.shape(v) for k, v in fused.initial_point().items()} == \
-        {k: np.shape(v) for k, v in reference.initial_point().items()}
-    for key, value in reference.initial_point().items():
-        np.testing.assert_allclose(fused.initial_point()[key], value, rtol=1e-12)
+    assert [v.name for v in fused.value_vars] == [FUSED_VECTOR]
+    np.testing.assert_allclose(fused.initial_point()[FUSED_VECTOR],
+                               fused_point(reference, reference.initial_point()), rtol=1e-12)
+    parameters = [rv.name for rv in reference.free_RVs]
     assert {d.name for d in fused.deterministics} == \
-        {d.name for d in reference.deterministics} - {"ll_pfs2", "ll_irae"}
+        set(parameters) | {d.name for d in reference.deterministics} - {"ll_pfs2", "ll_irae"}
+    assert {name: fused.named_vars_to_dims.get(name) for name in parameters} == \
+        {name: reference.named_vars_to_dims.get(name) for name in parameters}
     logp_ref, logp_fused = reference.compile_logp(), fused.compile_logp()
     grad_ref, grad_fused = reference.compile_dlogp(), fused.compile_dlogp()
+    as_parameters = fused.compile_fn(fused.replace_rvs_by_values([fused[name] for name in parameters]),
+                                     inputs=fused.value_vars)
     rng = np.random.default_rng(1)
     start = reference.initial_point()
     for scale in (0.1, 0.5, 1.0):
         point = {k: v + rng.normal(0, scale, np.shape(v)) for k, v in start.items()}
+        theta = {FUSED_VECTOR: fused_point(reference, point)}
         value = logp_ref(point)
         assert np.isfinite(value)
-        assert logp_fused(point) == pytest.approx(value, rel=1e-11, abs=1e-7)
-        g_ref, g_fused = grad_ref(point), grad_fused(point)
+        assert logp_fused(theta) == pytest.approx(value, rel=1e-11, abs=1e-7)
+        g_ref, g_fused = grad_ref(point), grad_fused(theta)
         np.testing.assert_allclose(g_fused, g_ref, rtol=1e-9, atol=1e-9 * np.abs(g_ref).max())
+        # each parameter, read back from the vector, is the reference's constrained value
+        for rv, fused_value in zip(reference.free_RVs, as_parameters(theta)):
+            unconstrained = point[reference.rvs_to_values[rv].name]
+            expected = np.exp(unconstrained) if reference.rvs_to_transforms.get(rv) else unconstrained
+            np.testing.assert_allclose(fused_value, expected, rtol=1e-14)
 
 
 def test_numba_kernel_equals_the_python_path():

@@ -6,9 +6,11 @@ every intermediate array), which is what limits refits in simulation studies. Fo
 model's fast form (Weibull PH without cure fraction, complete covariates, irAE outcomes
 aggregated by predictor pattern) this module computes the whole log density — priors,
 group effects and both likelihoods — and its gradient in one Numba function, one node of
-the graph (:class:`FusedDensity`). :mod:`rechallenge.fused_model` builds the PyMC model
-around it; the graph version stays the reference and the two are tested equal (value
-and gradient) at random points.
+the graph (:class:`FusedDensity`), as a function of ONE vector of all free parameters on
+the unconstrained scale: the graph nutpie compiles around it is then a handful of nodes
+(each further node costs array allocations at every leapfrog step).
+:mod:`rechallenge.fused_model` builds the PyMC model around it; the graph version stays
+the reference and the two are tested equal (value and gradient) at random points.
 
 Equations (same as :mod:`rechallenge.model` and :mod:`rechallenge.loglik`)
 --------------------------------------------------------------------------
@@ -55,8 +57,8 @@ from .loglik import LOG_LOG2
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 LOG_2 = math.log(2.0)
 
-#: Parameter inputs of the kernel, in order. Scalars are 0-d arrays. Absent parts of a
-#: specification are empty vectors (coefficients, group deviates) or constants.
+#: Blocks of the kernel's parameter vector (the model's free parameters on the unconstrained
+#: scale; group SDs as log σ), by name. An absent part of a specification has size 0.
 PARAMETERS = ("log_hr", "log_median", "log_shape", "log_or", "irae_a_any", "irae_b_severe",
               "sigma_tumour", "tumour_effect_z", "sigma_centre", "centre_effect_z",
               "sigma_tumour_irae", "tumour_effect_irae_z", "sigma_organ", "organ_effect_z")
@@ -104,82 +106,91 @@ def _logit_stage(x, n_at_risk, n_stop):
 
 
 @numba.njit(cache=True)
-def _group_prior(z, sigma, centred, scale):
-    """Effects and prior of one group: ``(u, du/dz, du/dσ, log p, d/dz, d/dσ)``.
+def _group_prior(z, sigma, centred, scale, u, g_z):
+    """Effects and prior of one group; writes ``u`` and ``∂/∂z`` into ``g_z``, returns
+    ``(log p, ∂ log p/∂σ)``.
 
     ``z ~ N(0, c²)``, ``c = σ`` (centred) or 1; ``u = zσ/c``; ``σ ~ HalfNormal(scale)``
-    (its log-transform Jacobian is added by PyMC). Empty ``z``: no group, no prior.
+    (the Jacobian of its log transform is added by the caller). Empty ``z``: no group,
+    no prior.
     """
     n = z.shape[0]
-    u = np.empty(n)
-    du_dz = np.empty(n)
-    du_ds = np.empty(n)
-    g_z = np.empty(n)
     if n == 0:
-        return u, du_dz, du_ds, 0.0, g_z, 0.0
+        return 0.0, 0.0
     logp = LOG_2 - HALF_LOG_2PI - math.log(scale) - 0.5 * (sigma / scale) ** 2
     g_s = -sigma / scale ** 2
+    log_sigma = math.log(sigma)
     for j in range(n):
         if centred[j] != 0.0:
             u[j] = z[j]
-            du_dz[j] = 1.0
-            du_ds[j] = 0.0
-            logp += -HALF_LOG_2PI - math.log(sigma) - 0.5 * (z[j] / sigma) ** 2
+            logp += -HALF_LOG_2PI - log_sigma - 0.5 * (z[j] / sigma) ** 2
             g_z[j] = -z[j] / sigma ** 2
             g_s += z[j] * z[j] / sigma ** 3 - 1.0 / sigma
         else:
             u[j] = z[j] * sigma
-            du_dz[j] = sigma
-            du_ds[j] = z[j]
             logp += -HALF_LOG_2PI - 0.5 * z[j] * z[j]
             g_z[j] = -z[j]
-    return u, du_dz, du_ds, logp, g_z, g_s
+    return logp, g_s
 
 
 @numba.njit(cache=True)
-def _chain(g_u, du_dz, du_ds, g_z, g_s):
-    """Add the likelihood gradient with respect to effects to that of (z, σ)."""
+def _chain(g_u, z, sigma, centred, g_z, g_s):
+    """Add the likelihood gradient with respect to the effects ``u`` to that of ``(z, σ)``:
+    ``∂u/∂z = 1, ∂u/∂σ = 0`` (centred) or ``σ, z`` (non-centred). Returns the new ``∂/∂σ``."""
     for j in range(g_u.shape[0]):
-        g_z[j] += g_u[j] * du_dz[j]
-        g_s += g_u[j] * du_ds[j]
-    return g_z, g_s
+        if centred[j] != 0.0:
+            g_z[j] += g_u[j]
+        else:
+            g_z[j] += g_u[j] * sigma
+            g_s += g_u[j] * z[j]
+    return g_s
 
 
 @numba.njit(cache=True)
-def _scalar(value):
-    out = np.empty(())
-    out[()] = value
-    return out
+def _block(theta, start, size, j):
+    """Block ``j`` of :data:`PARAMETERS` in the parameter vector (a view; empty if absent)."""
+    return theta[start[j]:start[j] + size[j]]
 
 
 @numba.njit(cache=True)
-def joint_density(log_hr, log_median, log_shape, log_or, irae_a_any, irae_b_severe,
-                  sigma_tumour, tumour_effect_z, sigma_centre, centre_effect_z,
-                  sigma_tumour_irae, tumour_effect_irae_z, sigma_organ, organ_effect_z,
+def _sd(theta, start, size, j):
+    """``(σ, log σ)`` of the group SD block ``j`` (σ = 1 when the group is absent)."""
+    if size[j] == 0:
+        return 1.0, 0.0
+    log_sigma = theta[start[j]]
+    return math.exp(log_sigma), log_sigma
+
+
+@numba.njit(cache=True)
+def joint_density(theta, start, size,
                   prior_mean, prior_precision, prior_log_norm, group_sd_scale,
                   tumour_centred, centre_centred, tumour_irae_centred, organ_centred,
                   events, events_x_pfs2, events_log_time, log_time, patient_pfs2_pattern,
                   pfs2_pattern_x_pfs2, pfs2_pattern_tumour_idx, pfs2_pattern_centre_idx,
                   events_tumour, events_centre,
                   pattern_x_irae, pattern_tumour_idx, pattern_organ_idx, pattern_counts):
-    """Log density and its gradient with respect to each parameter (see module docstring).
+    """Log density and its gradient with respect to the parameter vector ``theta``.
 
-    Returns a tuple: the log density (0-d array) followed by one gradient per entry of
-    :data:`PARAMETERS`, each shaped like its parameter. Prior rows: log-HRs, log median,
-    log shape, then (with an irAE part) log-ORs, ``a``, ``b``.
+    ``theta`` holds the model's free parameters on the unconstrained scale; block ``j``
+    of :data:`PARAMETERS` is ``theta[start[j]:start[j] + size[j]]`` (size 0: absent).
+    The group SDs enter as ``log σ``, so the log density includes the Jacobian
+    ``log σ`` of each and ``∂/∂log σ = σ ∂/∂σ + 1``. Prior rows: log-HRs, log median,
+    log shape, then (with an irAE part) log-ORs, ``a``, ``b``. Returns ``(log p, ∇ log p)``
+    (a 0-d array and a vector shaped like ``theta``).
     """
+    grad = np.zeros(theta.shape[0])
+    log_hr, g_hr = _block(theta, start, size, 0), _block(grad, start, size, 0)
+    log_or, g_or = _block(theta, start, size, 3), _block(grad, start, size, 3)
     n_hr = log_hr.shape[0]
     n_or = log_or.shape[0]
-    has_irae = prior_mean.shape[0] > n_hr + 2
-    lm = log_median[()]
-    ls = log_shape[()]
-    a = irae_a_any[()]
-    b = irae_b_severe[()]
+    has_irae = size[4] > 0
+    lm = theta[start[1]]
+    ls = theta[start[2]]
+    a = theta[start[4]] if has_irae else 0.0
+    b = theta[start[5]] if has_irae else 0.0
 
     # ---- coefficient and baseline priors ------------------------------------------
     logp = 0.0
-    g_hr = np.empty(n_hr)
-    g_or = np.empty(n_or)
     for j in range(n_hr):
         lp, g_hr[j] = _mixture(log_hr[j], prior_mean[j], prior_precision[j], prior_log_norm[j])
         logp += lp
@@ -200,18 +211,23 @@ def joint_density(log_hr, log_median, log_shape, log_or, irae_a_any, irae_b_seve
         lp, g_b = _mixture(b, prior_mean[r + 1], prior_precision[r + 1], prior_log_norm[r + 1])
         logp += lp
 
-    # ---- group effects ---------------------------------------------------------
-    u_t, dz_t, ds_t, lp, gz_t, gs_t = _group_prior(tumour_effect_z, sigma_tumour[()], tumour_centred,
-                                                   group_sd_scale[0])
+    # ---- group effects (blocks 6..13: σ, z of tumour, centre, tumour-irAE, organ) ------
+    z_t, gz_t = _block(theta, start, size, 7), _block(grad, start, size, 7)
+    z_c, gz_c = _block(theta, start, size, 9), _block(grad, start, size, 9)
+    z_ti, gz_ti = _block(theta, start, size, 11), _block(grad, start, size, 11)
+    z_o, gz_o = _block(theta, start, size, 13), _block(grad, start, size, 13)
+    s_t, log_s_t = _sd(theta, start, size, 6)
+    s_c, log_s_c = _sd(theta, start, size, 8)
+    s_ti, log_s_ti = _sd(theta, start, size, 10)
+    s_o, log_s_o = _sd(theta, start, size, 12)
+    u_t, u_c, u_ti, u_o = np.empty(z_t.shape[0]), np.empty(z_c.shape[0]), np.empty(z_ti.shape[0]), np.empty(z_o.shape[0])
+    lp, gs_t = _group_prior(z_t, s_t, tumour_centred, group_sd_scale[0], u_t, gz_t)
     logp += lp
-    u_c, dz_c, ds_c, lp, gz_c, gs_c = _group_prior(centre_effect_z, sigma_centre[()], centre_centred,
-                                                   group_sd_scale[1])
+    lp, gs_c = _group_prior(z_c, s_c, centre_centred, group_sd_scale[1], u_c, gz_c)
     logp += lp
-    u_ti, dz_ti, ds_ti, lp, gz_ti, gs_ti = _group_prior(tumour_effect_irae_z, sigma_tumour_irae[()],
-                                                        tumour_irae_centred, group_sd_scale[2])
+    lp, gs_ti = _group_prior(z_ti, s_ti, tumour_irae_centred, group_sd_scale[2], u_ti, gz_ti)
     logp += lp
-    u_o, dz_o, ds_o, lp, gz_o, gs_o = _group_prior(organ_effect_z, sigma_organ[()], organ_centred,
-                                                   group_sd_scale[3])
+    lp, gs_o = _group_prior(z_o, s_o, organ_centred, group_sd_scale[3], u_o, gz_o)
     logp += lp
 
     # ---- PFS2, Weibull PH by predictor pattern --------------------------------------
@@ -223,8 +239,8 @@ def joint_density(log_hr, log_median, log_shape, log_or, irae_a_any, irae_b_seve
     for j in range(n_hr):
         logp += events_x_pfs2[j] * log_hr[j]
         g_hr[j] += events_x_pfs2[j]
-    g_ut = np.zeros(u_t.shape[0])
-    g_uc = np.zeros(u_c.shape[0])
+    g_ut = np.empty(u_t.shape[0])
+    g_uc = np.empty(u_c.shape[0])
     for g in range(u_t.shape[0]):
         logp += events_tumour[g] * u_t[g]
         g_ut[g] = events_tumour[g]
@@ -279,12 +295,14 @@ def joint_density(log_hr, log_median, log_shape, log_or, irae_a_any, irae_b_seve
             n0 = pattern_counts[p, 0]
             n1 = pattern_counts[p, 1]
             n2 = pattern_counts[p, 2]
-            lp_f, g_f = _logit_stage(a + zeta, n0 + n1 + n2, n0)
-            lp_s, g_sv = _logit_stage(b + zeta, n1 + n2, n1)
-            logp += lp_f + lp_s
-            g_a += g_f
-            g_b += g_sv
-            g_zeta = g_f + g_sv
+            lp_f, g_zeta = _logit_stage(a + zeta, n0 + n1 + n2, n0)
+            logp += lp_f
+            g_a += g_zeta
+            if n1 + n2 > 0.0:  # patients who reach the second stage
+                lp_s, g_sv = _logit_stage(b + zeta, n1 + n2, n1)
+                logp += lp_s
+                g_b += g_sv
+                g_zeta += g_sv
             for j in range(n_or):
                 g_or[j] += g_zeta * pattern_x_irae[p, j]
             if u_ti.shape[0]:
@@ -292,46 +310,52 @@ def joint_density(log_hr, log_median, log_shape, log_or, irae_a_any, irae_b_seve
             if u_o.shape[0]:
                 g_uo[pattern_organ_idx[p]] += g_zeta
 
-    gz_t, gs_t = _chain(g_ut, dz_t, ds_t, gz_t, gs_t)
-    gz_c, gs_c = _chain(g_uc, dz_c, ds_c, gz_c, gs_c)
-    gz_ti, gs_ti = _chain(g_uti, dz_ti, ds_ti, gz_ti, gs_ti)
-    gz_o, gs_o = _chain(g_uo, dz_o, ds_o, gz_o, gs_o)
-    return (_scalar(logp), g_hr, _scalar(g_lm), _scalar(g_ls), g_or, _scalar(g_a), _scalar(g_b),
-            _scalar(gs_t), gz_t, _scalar(gs_c), gz_c, _scalar(gs_ti), gz_ti, _scalar(gs_o), gz_o)
+    # ---- chain rule to (z, log σ), with the log-σ Jacobians ---------------------------
+    gs_t = _chain(g_ut, z_t, s_t, tumour_centred, gz_t, gs_t)
+    gs_c = _chain(g_uc, z_c, s_c, centre_centred, gz_c, gs_c)
+    gs_ti = _chain(g_uti, z_ti, s_ti, tumour_irae_centred, gz_ti, gs_ti)
+    gs_o = _chain(g_uo, z_o, s_o, organ_centred, gz_o, gs_o)
+    for j, s, log_s, g_s in ((6, s_t, log_s_t, gs_t), (8, s_c, log_s_c, gs_c),
+                             (10, s_ti, log_s_ti, gs_ti), (12, s_o, log_s_o, gs_o)):
+        if size[j]:
+            logp += log_s
+            grad[start[j]] = g_s * s + 1.0
+    grad[start[1]] = g_lm
+    grad[start[2]] = g_ls
+    if has_irae:
+        grad[start[4]] = g_a
+        grad[start[5]] = g_b
+    out = np.empty(())
+    out[()] = logp
+    return out, grad
 
 
 class FusedDensity(Op):
-    """PyTensor Op: inputs :data:`PARAMETERS` then :data:`DATA`; outputs the log density
-    followed by its gradient with respect to each parameter.
+    """PyTensor Op: inputs ``theta``, ``start``, ``size`` then :data:`DATA`; outputs the
+    log density and its gradient with respect to ``theta`` (:func:`joint_density`).
 
-    ``grad`` reuses the Op's own gradient outputs (the forward node and the one in the
+    ``grad`` reuses the Op's own gradient output (the forward node and the one in the
     gradient graph are merged, so one kernel call gives the value and the gradient).
     """
 
     __props__ = ()
 
     def make_node(self, *inputs):
-        if len(inputs) != len(PARAMETERS) + len(DATA):
-            raise TypeError(f"FusedDensity takes {len(PARAMETERS) + len(DATA)} inputs, got {len(inputs)}")
+        if len(inputs) != 3 + len(DATA):
+            raise TypeError(f"FusedDensity takes {3 + len(DATA)} inputs, got {len(inputs)}")
         inputs = [pt.as_tensor_variable(x) for x in inputs]
-        params = inputs[:len(PARAMETERS)]
-        outputs = [pt.dscalar()] + [p.type() for p in params]
-        return Apply(self, inputs, outputs)
+        return Apply(self, inputs, [pt.dscalar(), inputs[0].type()])
 
     def perform(self, node, inputs, output_storage):
         for storage, value in zip(output_storage, joint_density(*inputs)):
             storage[0] = value
 
     def connection_pattern(self, node):
-        n_params = len(PARAMETERS)
-        return [[i < n_params] + [False] * n_params for i in range(len(node.inputs))]
+        return [[i == 0, False] for i in range(len(node.inputs))]
 
     def grad(self, inputs, output_grads):
-        outputs = self(*inputs)
-        g = output_grads[0]
-        n_params = len(PARAMETERS)
-        return ([g * outputs[1 + i] for i in range(n_params)]
-                + [disconnected_type() for _ in inputs[n_params:]])
+        _, gradient = self(*inputs)
+        return [output_grads[0] * gradient] + [disconnected_type() for _ in inputs[1:]]
 
 
 fused_density = FusedDensity()

@@ -2,10 +2,11 @@
 
 :func:`build_fused_model` mirrors :func:`rechallenge.model.build_model` for cohorts where
 the model takes its fast form (:func:`rechallenge.model.uses_sufficient_statistics`):
-the same free parameters (names, dims, transforms, initial values), the same traced
-deterministics, and a log density equal to the reference model's — but computed by
-:class:`rechallenge.fused_density.FusedDensity`, so the gradient nutpie evaluates at
-every leapfrog step is one compiled kernel instead of a ~200-node graph.
+the same parameters (names, dims, initial values; as deterministics of one joined
+unconstrained vector), the same traced deterministics, and a log density equal to the
+reference model's — but computed by :class:`rechallenge.fused_density.FusedDensity`, so
+the gradient nutpie evaluates at every leapfrog step is one compiled kernel instead of a
+~200-node graph.
 
 Parameters get flat priors in this twin (their priors are inside the kernel), so it is
 used only for sampling the posterior: prior predictive draws, pointwise
@@ -56,25 +57,36 @@ def prior_table(data: ModelData, priors: PriorSet) -> dict[str, np.ndarray]:
             "group_sd_scale": np.asarray(scales, dtype=float)}
 
 
-def _constrained_initial_values(model: pm.Model) -> dict[str, np.ndarray]:
-    """The reference model's initial point on the constrained scale, per free parameter."""
-    point = model.initial_point()
-    out = {}
-    for rv in model.free_RVs:
-        value_var = model.rvs_to_values[rv]
-        transform = model.rvs_to_transforms.get(rv)
-        value = np.asarray(point[value_var.name])
-        if transform is None:
-            out[rv.name] = value
-        elif isinstance(transform, LogTransform):
-            out[rv.name] = np.exp(value)
-        else:  # pragma: no cover - the reference model has no other transforms
+#: Name of the fused model's single free variable: all parameters, unconstrained, joined.
+FUSED_VECTOR = "fused_parameters"
+
+
+def parameter_layout(reference: pm.Model) -> dict[str, tuple[int, tuple[int, ...], bool]]:
+    """Where each free parameter of the reference model sits in the fused vector:
+    ``name -> (start, shape, log-transformed)``, in the reference's order."""
+    point = reference.initial_point()
+    layout, start = {}, 0
+    for rv in reference.free_RVs:
+        transform = reference.rvs_to_transforms.get(rv)
+        if transform is not None and not isinstance(transform, LogTransform):  # pragma: no cover
             raise TypeError(f"{rv.name}: transform {transform} is not supported by the fused model")
-    return out
+        shape = np.shape(point[reference.rvs_to_values[rv].name])
+        layout[rv.name] = (start, shape, transform is not None)
+        start += int(np.prod(shape, dtype=int))
+    return layout
+
+
+def fused_point(reference: pm.Model, point: dict[str, np.ndarray]) -> np.ndarray:
+    """A point of the reference model (its value variables) as the fused vector."""
+    return np.concatenate([np.ravel(point[reference.rvs_to_values[rv].name]) for rv in reference.free_RVs])
 
 
 def build_fused_model(data: ModelData, priors: PriorSet, reference: pm.Model | None = None) -> pm.Model:
     """The fused twin of ``build_model(data, priors)`` (see module docstring).
+
+    Its one free variable, :data:`FUSED_VECTOR`, joins the reference model's value
+    variables (group SDs as log σ) in the reference's order, with the same initial value;
+    each reference parameter is a deterministic of it under its own name and dims.
 
     Parameters
     ----------
@@ -90,18 +102,23 @@ def build_fused_model(data: ModelData, priors: PriorSet, reference: pm.Model | N
                          "and complete covariates")
     spec = data.spec
     reference = reference if reference is not None else build_model(data, priors)
-    initial = _constrained_initial_values(reference)
+    layout = parameter_layout(reference)
     dims = reference.named_vars_to_dims
     arrays = model_inputs(data)
     constants = prior_table(data, priors)
+    start = np.zeros(len(PARAMETERS), dtype=np.int64)
+    size = np.zeros(len(PARAMETERS), dtype=np.int64)
+    for j, name in enumerate(PARAMETERS):
+        if name in layout:
+            start[j] = layout[name][0]
+            size[j] = int(np.prod(layout[name][1], dtype=int))
     with pm.Model(coords=reference.coords, check_bounds=False) as model:
+        initial = fused_point(reference, reference.initial_point())
+        theta = pm.Flat(FUSED_VECTOR, shape=initial.shape, initval=initial)
         params: dict[str, pt.TensorVariable] = {}
-        for rv in reference.free_RVs:
-            kwargs = {"dims": dims.get(rv.name), "initval": initial[rv.name]}
-            if rv.name not in dims:
-                kwargs["shape"] = initial[rv.name].shape
-            transform = reference.rvs_to_transforms.get(rv)
-            params[rv.name] = (pm.HalfFlat if transform is not None else pm.Flat)(rv.name, **kwargs)
+        for name, (first, shape, logged) in layout.items():
+            block = theta[first:first + int(np.prod(shape, dtype=int))].reshape(shape)
+            params[name] = pm.Deterministic(name, pt.exp(block) if logged else block, dims=dims.get(name))
         used = _used_data(data)
         inputs = {name: pm.Data(name, arrays[name]) for name in DATA if name in used}
         for sd_var, _, _, effect, dim in GROUP_EFFECTS:
@@ -113,16 +130,7 @@ def build_fused_model(data: ModelData, priors: PriorSet, reference: pm.Model | N
             p_any, p_sev = loglik.irae_probabilities(pt, params["irae_a_any"], params["irae_b_severe"], 0.0)
             pm.Deterministic("irae_p_any_ref", p_any)
             pm.Deterministic("irae_p_grade3plus_ref", p_sev)
-        args = []
-        for name in PARAMETERS:
-            if name in params:
-                args.append(params[name])
-            elif name.startswith("sigma"):
-                args.append(pt.constant(1.0))
-            elif name in ("log_hr", "log_or") or name.endswith("_z"):
-                args.append(pt.zeros(0))
-            else:
-                args.append(pt.constant(0.0))
+        args = [theta, pt.constant(start), pt.constant(size)]
         for name in DATA:
             if name in constants:
                 args.append(pt.constant(constants[name]))
