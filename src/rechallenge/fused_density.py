@@ -18,6 +18,8 @@ Priors: each coefficient and baseline parameter θ_r has a normal mixture prior
 :math:`\log p(θ_r) = \log\sum_m w_{rm} N(θ_r; μ_{rm}, s_{rm}^2)`; group SDs
 :math:`σ \sim \mathrm{HalfNormal}(h)`; group deviates :math:`z_g \sim N(0, c_g)` with
 :math:`c_g = σ` (centred) or 1 (non-centred) and effects :math:`u_g = z_g σ / c_g`.
+σ is sampled as log σ, so the density gains the Jacobian :math:`\log σ` and
+:math:`∂/∂\log σ = σ\,∂/∂σ + 1`.
 
 PFS2 (Weibull PH, reference median m, shape k, :math:`\log λ_0 = \log m − \log\ln 2 / k`),
 with patterns p of identical predictors and :math:`τ_i = (t_i/λ_0)^k`:

@@ -103,6 +103,12 @@ def build_fused_model(data: ModelData, priors: PriorSet, reference: pm.Model | N
     spec = data.spec
     reference = reference if reference is not None else build_model(data, priors)
     layout = parameter_layout(reference)
+    # the kernel knows its blocks by name and takes exactly the group SDs on the log scale
+    unknown = set(layout) - set(PARAMETERS)
+    logged = {name for name, (_, _, is_log) in layout.items() if is_log}
+    if unknown or logged != {name for name in layout if name.startswith("sigma")}:
+        raise ValueError(f"the fused density does not cover parameters {sorted(unknown)} "
+                         f"or log-scale parameters {sorted(logged)}")
     dims = reference.named_vars_to_dims
     arrays = model_inputs(data)
     constants = prior_table(data, priors)
