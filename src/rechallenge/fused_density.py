@@ -260,6 +260,9 @@ def joint_density(theta, start, size,
         v[p] += tau * log_time[i]
     cum_total = 0.0
     cum_log_time = 0.0
+    # The pattern loops here and in the irAE part are written out on purpose: moving the
+    # linear predictor and its gradient scatter into shared helpers doubled the kernel's
+    # time (8.4 -> 16.8 µs at 300 patients, with or without inline="always").
     for p in range(n_patterns):
         eta = 0.0
         for j in range(n_hr):

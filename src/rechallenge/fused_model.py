@@ -61,9 +61,9 @@ def prior_table(data: ModelData, priors: PriorSet) -> dict[str, np.ndarray]:
 FUSED_VECTOR = "fused_parameters"
 
 
-def parameter_layout(reference: pm.Model) -> dict[str, tuple[int, tuple[int, ...], bool]]:
+def parameter_layout(reference: pm.Model) -> dict[str, tuple[int, int, tuple[int, ...], bool]]:
     """Where each free parameter of the reference model sits in the fused vector:
-    ``name -> (start, shape, log-transformed)``, in the reference's order."""
+    ``name -> (start, size, shape, log-transformed)``, in the reference's order."""
     point = reference.initial_point()
     layout, start = {}, 0
     for rv in reference.free_RVs:
@@ -71,8 +71,9 @@ def parameter_layout(reference: pm.Model) -> dict[str, tuple[int, tuple[int, ...
         if transform is not None and not isinstance(transform, LogTransform):  # pragma: no cover
             raise TypeError(f"{rv.name}: transform {transform} is not supported by the fused model")
         shape = np.shape(point[reference.rvs_to_values[rv].name])
-        layout[rv.name] = (start, shape, transform is not None)
-        start += int(np.prod(shape, dtype=int))
+        size = int(np.prod(shape, dtype=int))
+        layout[rv.name] = (start, size, shape, transform is not None)
+        start += size
     return layout
 
 
@@ -105,7 +106,7 @@ def build_fused_model(data: ModelData, priors: PriorSet, reference: pm.Model | N
     layout = parameter_layout(reference)
     # the kernel knows its blocks by name and takes exactly the group SDs on the log scale
     unknown = set(layout) - set(PARAMETERS)
-    logged = {name for name, (_, _, is_log) in layout.items() if is_log}
+    logged = {name for name, (_, _, _, is_log) in layout.items() if is_log}
     if unknown or logged != {name for name in layout if name.startswith("sigma")}:
         raise ValueError(f"the fused density does not cover parameters {sorted(unknown)} "
                          f"or log-scale parameters {sorted(logged)}")
@@ -116,14 +117,13 @@ def build_fused_model(data: ModelData, priors: PriorSet, reference: pm.Model | N
     size = np.zeros(len(PARAMETERS), dtype=np.int64)
     for j, name in enumerate(PARAMETERS):
         if name in layout:
-            start[j] = layout[name][0]
-            size[j] = int(np.prod(layout[name][1], dtype=int))
+            start[j], size[j] = layout[name][:2]
     with pm.Model(coords=reference.coords, check_bounds=False) as model:
         initial = fused_point(reference, reference.initial_point())
         theta = pm.Flat(FUSED_VECTOR, shape=initial.shape, initval=initial)
         params: dict[str, pt.TensorVariable] = {}
-        for name, (first, shape, logged) in layout.items():
-            block = theta[first:first + int(np.prod(shape, dtype=int))].reshape(shape)
+        for name, (first, length, shape, logged) in layout.items():
+            block = theta[first:first + length].reshape(shape)
             params[name] = pm.Deterministic(name, pt.exp(block) if logged else block, dims=dims.get(name))
         used = _used_data(data)
         inputs = {name: pm.Data(name, arrays[name]) for name in DATA if name in used}
