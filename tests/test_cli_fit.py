@@ -86,6 +86,14 @@ def test_output_must_be_netcdf(tmp_path, good_rows):
     assert result.returncode == 2 and "NetCDF" in result.stderr
 
 
+@pytest.mark.parametrize("value", ["1", "0", "-0.5", "nan"])
+def test_target_accept_outside_0_1_is_refused_before_fitting(tmp_path, good_rows, value):
+    out = tmp_path / "f.nc"
+    result = run("fit", str(_write(tmp_path, good_rows)), "--out", str(out), "--target-accept", value)
+    assert result.returncode == 2 and "target_accept must be" in result.stderr
+    assert "Traceback" not in result.stderr and not out.exists()
+
+
 def test_fit_demo_end_to_end(tmp_path):
     """What `make demo` does: fit the bundled synthetic cohort, print the report, save."""
     from rechallenge.fitio import load

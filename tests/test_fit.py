@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from rechallenge.errors import RechallengeError
-from rechallenge.fit import UnreliableFitWarning, fit, is_reliable
+from rechallenge.fit import (TARGET_ACCEPT, TARGET_ACCEPT_IMPUTED, UnreliableFitWarning,
+                             default_target_accept, fit, is_reliable)
 from rechallenge.fitio import load, save
 from rechallenge.priors import literature_priors
 from rechallenge.simulate import demo_cohort
@@ -71,6 +72,8 @@ def test_fit_groups_and_stamp(demo_fit):
     assert json.loads(attrs["n_imputed"]) == {"nlr": int(demo_cohort().data["nlr"].isna().sum())}
     for key in ("rechallenge_version", "pymc_version", "model_spec", "seed", "diagnostics"):
         assert key in attrs
+    # NLR is imputed in the demo cohort: the higher default acceptance target is used
+    assert attrs["target_accept"] == TARGET_ACCEPT_IMPUTED
     # the log prior is the prior's log density at the draws
     entry = literature_priors()[("pfs2", "tfi_le6")]
     draws = demo_fit.posterior["log_hr"].sel(pfs2_covariate="tfi_le6").values.ravel()
@@ -151,11 +154,38 @@ def test_under_sampled_fit_is_flagged_unreliable():
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"sampler": "gibbs"}, "sampler must be"), ({"draws": 0}, "draws must be"),
-    ({"chains": 1.5}, "chains must be"),
+    ({"chains": 1.5}, "chains must be"), ({"target_accept": 1.0}, "target_accept must be"),
+    ({"target_accept": 0}, "target_accept must be"), ({"target_accept": "0.9"}, "target_accept must be"),
 ])
 def test_bad_fit_arguments(kwargs, match):
     with pytest.raises(RechallengeError, match=match):
         fit(demo_cohort().data, **kwargs)
+
+
+def test_target_accept_default_depends_on_imputation_and_can_be_set():
+    """0.9 for complete covariates, 0.95 when a covariate is imputed; an explicit value wins
+    and is stamped (it changes the sampler's step size)."""
+    from rechallenge.cohort import validate_cohort
+    from rechallenge.model_data import prepare_data
+    from rechallenge.modelspec import load_spec
+
+    spec = load_spec("literature")
+    frame = demo_cohort().data
+    assert frame["nlr"].isna().any()
+    required = sorted(spec.required_columns())
+    with_missing = prepare_data(validate_cohort(frame, required=required), spec)
+    complete = prepare_data(validate_cohort(frame.dropna(subset=["nlr"]), required=required), spec)
+    assert default_target_accept(with_missing) == TARGET_ACCEPT_IMPUTED > TARGET_ACCEPT
+    assert default_target_accept(complete) == TARGET_ACCEPT
+    assert default_target_accept(with_missing, prior_only=True) == TARGET_ACCEPT
+    kwargs = dict(draws=30, tune=30, chains=1, seed=2, progressbar=False, log_likelihood=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnreliableFitWarning)
+        low = fit(frame, target_accept=0.6, **kwargs)
+        high = fit(frame, target_accept=0.99, **kwargs)
+    assert low.attrs["target_accept"] == 0.6 and high.attrs["target_accept"] == 0.99
+    # a higher target gives smaller steps
+    assert float(high.sample_stats["step_size"].mean()) < float(low.sample_stats["step_size"].mean())
 
 
 def test_numpyro_without_jax_is_a_clear_error():

@@ -116,8 +116,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     from .modelspec import load_spec
     from .priors import resolve_priors
 
+    from .fit import check_target_accept
+
     if args.out.suffix != ".nc":
         raise RechallengeError(f"--out {args.out}: a fit is saved as NetCDF; use a .nc file name")
+    check_target_accept(args.target_accept)
     spec = load_spec(args.spec)
     if str(args.cohort) == "demo":
         path = Path(__file__).parent / "data" / "demo_cohort_synthetic.csv"
@@ -138,7 +141,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnreliableFitWarning)
         idata = fit(cohort, spec, priors, sampler=args.sampler, draws=args.draws, tune=args.tune,
-                    chains=args.chains, seed=args.seed, progressbar=not args.no_progress)
+                    chains=args.chains, seed=args.seed, progressbar=not args.no_progress,
+                    target_accept=args.target_accept)
     for w in caught:
         if issubclass(w.category, UnreliableFitWarning):
             print(f"warning: {w.message}", file=sys.stderr)
@@ -185,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--tune", type=int, default=1000)
     f.add_argument("--chains", type=int, default=4)
     f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--target-accept", type=float, default=None,
+                   help="NUTS step-size adaptation target in (0, 1) (default: 0.9, or 0.95 when "
+                        "covariates are imputed)")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     f.add_argument("--strict", action="store_true", help="exit with code 3 when the fit is unreliable")
     f.set_defaults(func=_cmd_fit)

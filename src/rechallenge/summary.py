@@ -76,6 +76,13 @@ def summarise_fit(idata, ci: float = 0.95) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+def _sampler_settings(attrs) -> str:
+    """``4 chains x 1000 draws after 1000 tuning, target acceptance 0.9`` (the target is
+    absent from fits saved before it was stamped)."""
+    text = f"{attrs['chains']} chains x {attrs['draws']} draws after {attrs['tune']} tuning"
+    return text + (f", target acceptance {attrs['target_accept']:g}" if "target_accept" in attrs else "")
+
+
 def fit_report(idata) -> str:
     """Readable text: reliability banner, diagnostics, and the summary table."""
     diag = json.loads(idata.attrs["diagnostics"])
@@ -90,7 +97,7 @@ def fit_report(idata) -> str:
     lines.append(f"Patients: {idata.attrs['n_patients']}, PFS2 events: {idata.attrs['n_events']}; "
                  f"imputed values: {', '.join(f'{k} {v}' for k, v in imputed.items()) or 'none'}.")
     lines.append(f"Priors: {_prior_set(idata).name} (sha256 {idata.attrs['priors_sha256'][:12]}); "
-                 f"sampler {idata.attrs['sampler']}, seed {idata.attrs['seed']}.")
+                 f"sampler {idata.attrs['sampler']} ({_sampler_settings(idata.attrs)}), seed {idata.attrs['seed']}.")
     lines.append("")
 
     def fmt(x: float) -> str:
