@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -114,6 +115,30 @@ def test_mcse_agrees_with_bootstrap_within_one_study():
     p, mcse = proportion(est > 1.2)
     boot_p = [np.mean(est[i] > 1.2) for i in rng.integers(0, n, (2000, n))]
     assert abs(np.std(boot_p) / mcse - 1) < 0.1
+
+
+def test_proportion_mcse_is_not_zero_at_0_or_n_hits():
+    """Morris et al.'s plug-in SE inside (0, n); at 0 or n hits (where it would be 0) the
+    Agresti-Coull SE, ~1.4/n, whose 2-SE band covers a true rate of 1/n."""
+    n = 200
+    inside = np.arange(n) < 30
+    assert proportion(inside) == (0.15, pytest.approx(np.sqrt(0.15 * 0.85 / n)))
+    p0, se0 = proportion(np.zeros(n, bool))
+    p1, se1 = proportion(np.ones(n, bool))
+    assert (p0, p1) == (0.0, 1.0)
+    assert se0 == pytest.approx(np.sqrt(2 / 204 * 202 / 204 / n)) and se1 == pytest.approx(se0)
+    assert 1.3 / n < se0 < 1.5 / n and p0 + 2 * se0 > 1 / n
+    assert all(np.isnan(proportion(np.zeros(0))))
+
+
+@pytest.mark.parametrize("probability, mcse, verdict", [
+    (0.86, 0.02, "reached"), (0.85, 0.02, "reached"), (0.81, 0.02, "unclear"), (0.77, 0.02, "unclear"),
+    (0.75, 0.02, "not reached"), (float("nan"), float("nan"), "unclear"),
+])
+def test_assurance_verdict_reads_the_estimate_with_its_mcse(probability, mcse, verdict):
+    from rechallenge.studies.performance import assurance_verdict
+
+    assert assurance_verdict(probability, mcse, 0.8) == verdict
 
 
 def _synthetic_records(config, truth: float, sigma: float, seed: int, unreliable_every: int = 0):
@@ -228,6 +253,26 @@ def test_fingerprint_ignores_replicates_and_aims_only():
     a = _config()
     assert a.fingerprint() == _config(replicates=9, aims="other").fingerprint()
     assert a.fingerprint() != _config(seed=4).fingerprint()
+
+
+def test_a_new_package_version_is_a_different_study(tmp_path, monkeypatch):
+    """Replicates fitted by two versions of the package are never mixed: the version is
+    part of the fingerprint, and the refusal says which versions differ."""
+    import yaml
+
+    import rechallenge
+    from rechallenge.studies import study as study_module
+    from rechallenge.studies.study import guard_directory
+
+    version, old = rechallenge.__version__, _config().fingerprint()
+    guard_directory(tmp_path, old, yaml.safe_dump({"fingerprint": old, "rechallenge_version": version}))
+    monkeypatch.setattr(rechallenge, "__version__", "99.0")
+    monkeypatch.setattr(study_module, "__version__", "99.0")
+    new = _config().fingerprint()
+    assert new != old
+    with pytest.raises(StudyConfigError, match=re.escape(f"written by rechallenge {version}, this is 99.0")):
+        guard_directory(tmp_path, new, yaml.safe_dump({"fingerprint": new, "rechallenge_version": "99.0"}))
+    assert yaml.safe_load((tmp_path / "study.yaml").read_text())["fingerprint"] == old  # not overwritten
 
 
 def test_seeds_depend_on_scenario_and_replicate_not_order():
@@ -368,6 +413,7 @@ def test_small_study_outputs(small_study):
     lo, up = raw["lower"].values, raw["upper"].values
     assert np.all(np.diff(lo, axis=-1) <= 0) and np.all(np.diff(up, axis=-1) >= 0)  # nested intervals
     assert (out / "assurance.csv").exists() and list(result.assurance["n"]) == [40]
+    assert set(result.assurance["verdict"]) <= {"reached", "not reached", "unclear"}
     assert {p.name for p in (out / "plots").glob("*.png")} == {"coverage.png", "bias.png", "assurance.png"}
     keys = [t.key for t in study_tasks(cfg)]
     assert sorted(p.relative_to(out / "replicates").with_suffix("").as_posix()

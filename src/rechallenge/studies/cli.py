@@ -174,6 +174,10 @@ def _print_study(result) -> None:
         print(result.assurance.to_string(index=False))
         print("smallest n reaching the target: "
               + (str(result.smallest_n) if result.smallest_n is not None else "none in the grid"))
+        verdicts = dict(zip(result.assurance["n"], result.assurance["verdict"]))
+        if result.smallest_n is not None and verdicts[result.smallest_n] == "unclear":
+            print("  (its estimate is within 2 Monte Carlo SEs of the target: run more replicates "
+                  "before relying on it)")
 
 
 def _run_sbc_file(raw: dict, args: argparse.Namespace, executor) -> int:

@@ -187,10 +187,15 @@ class StudyConfig:
 
     def fingerprint(self) -> str:
         """SHA-256 of everything that determines the replicates' results (not ``aims``,
-        not ``replicates``, so a finished study can be extended with more replicates)."""
+        not ``replicates``, so a finished study can be extended with more replicates),
+        including the package version: replicates fitted by two versions (whose models or
+        samplers may differ) are never mixed in one study."""
+        from .. import __version__
+
         d = self.to_dict()
         d.pop("aims")
         d.pop("replicates")
+        d["rechallenge_version"] = __version__
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 

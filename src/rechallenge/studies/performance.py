@@ -14,7 +14,7 @@ model SE               :math:`M = \sqrt{\overline{\widehat{SE}^2}}`  :math:`\sqr
 relative error, %      :math:`100(M/s_e - 1)`                      :math:`100\frac{M}{s_e}\sqrt{\frac{\widehat{Var}(\widehat{SE}^2)}{4nM^4}+\frac{1}{2(n-1)}}`
 MSE                    :math:`\overline{e^2}`                      :math:`\sqrt{\sum_i (e_i^2-\overline{e^2})^2/(n(n-1))}`
 RMSE                   :math:`\sqrt{MSE}`                          :math:`MCSE(MSE)/(2\,RMSE)` (delta method)
-coverage (level c)     :math:`\hat p = \overline{1\{L_i\le\theta_i\le U_i\}}`  :math:`\sqrt{\hat p(1-\hat p)/n}`
+coverage (level c)     :math:`\hat p = \overline{1\{L_i\le\theta_i\le U_i\}}`  :math:`\sqrt{\hat p(1-\hat p)/n}` (at 0 or n hits: see :func:`proportion`)
 interval width         :math:`\overline{U_i-L_i}`                  :math:`s_{U-L}/\sqrt n`
 power / type-I error   :math:`\overline{1\{P(\theta>0\mid y_i)>0.975\}}`  binomial, as coverage
 =====================  ==========================================  ==================================================
@@ -49,20 +49,28 @@ from .config import SampleSize, StudyConfig
 from .replicate import LEVELS
 
 __all__ = ["estimate_measures", "interval_measures", "proportion", "raw_dataset", "summarise",
-           "summary_frame", "assurance_table", "POWER_THRESHOLD"]
+           "summary_frame", "assurance_table", "assurance_verdict", "POWER_THRESHOLD"]
 
 #: Posterior probability of a positive log ratio needed to conclude "ratio > 1".
 POWER_THRESHOLD = 0.975
 
 
 def proportion(hits: np.ndarray) -> tuple[float, float]:
-    """Proportion of true values and its binomial Monte Carlo SE."""
+    r"""Proportion of true values and its binomial Monte Carlo SE.
+
+    :math:`\sqrt{\hat p(1-\hat p)/n}` (Morris et al. 2019), except at 0 or :math:`n`
+    hits, where that is 0 and would claim a Monte Carlo-exact proportion: there the SE is
+    taken at the Agresti–Coull centre :math:`\tilde p = (x + 2)/(n + 4)` (Agresti & Coull
+    1998, *Am Stat* 52:119), i.e. :math:`\approx 1.4/n`.
+    """
     h = np.asarray(hits, dtype=float)
     n = h.size
     if n == 0:
         return math.nan, math.nan
-    p = float(h.mean())
-    return p, math.sqrt(p * (1 - p) / n)
+    x = float(h.sum())
+    p = x / n
+    at = p if 0 < x < n else (x + 2) / (n + 4)
+    return p, math.sqrt(at * (1 - at) / n)
 
 
 def estimate_measures(estimate: np.ndarray, se: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -241,14 +249,28 @@ def summary_frame(summary: xr.Dataset, level: float = 0.95) -> pd.DataFrame:
     return df.reset_index()
 
 
+def assurance_verdict(probability: float, mcse: float, target: float) -> str:
+    """``reached``, ``not reached`` or ``unclear``: the estimated probability against
+    ``target`` with a margin of 2 Monte Carlo SEs (see :func:`assurance_table`)."""
+    if not math.isfinite(probability):
+        return "unclear"
+    if probability - 2 * mcse >= target:
+        return "reached"
+    if probability + 2 * mcse < target:
+        return "not reached"
+    return "unclear"
+
+
 def assurance_table(raw: xr.Dataset, sample_size: SampleSize, *,
                     exclude_unreliable: bool = False) -> tuple[pd.DataFrame, int | None]:
     """P(the ``level`` CrI of the estimand excludes 0) at every cohort size of the grid.
 
-    Returns the table (``n``, ``probability``, ``mcse``, ``replicates``, ``n_unreliable``)
-    and the smallest ``n`` whose estimated probability reaches ``target`` (``None`` if
-    none does). The estimate has Monte Carlo error: read it with the MCSE (a size whose
-    probability is within 2 MCSE of the target is not clearly above or below it).
+    Returns the table (``n``, ``probability``, ``mcse``, ``replicates``, ``n_unreliable``,
+    ``verdict``) and the smallest ``n`` whose estimated probability reaches ``target``
+    (``None`` if none does). The estimate has Monte Carlo error, so ``verdict`` reads it
+    with the MCSE: ``reached`` (probability − 2 MCSE ≥ target), ``not reached``
+    (probability + 2 MCSE < target) or ``unclear`` (within 2 MCSE of the target: more
+    replicates are needed to tell).
     """
     levels = list(raw["level"].values)
     if sample_size.level not in levels:
@@ -267,7 +289,8 @@ def assurance_table(raw: xr.Dataset, sample_size: SampleSize, *,
         fin = np.isfinite(lo) & np.isfinite(up)
         p, mcse = proportion((lo[fin] > 0) | (up[fin] < 0))
         rows.append({"n": int(n), "probability": p, "mcse": mcse, "replicates": int(fin.sum()),
-                     "n_unreliable": int(np.sum(reliable == 0))})
+                     "n_unreliable": int(np.sum(reliable == 0)),
+                     "verdict": assurance_verdict(p, mcse, sample_size.target)})
     table = pd.DataFrame(rows)
     reached = table[table["probability"] >= sample_size.target]
     return table, (int(reached["n"].iloc[0]) if len(reached) else None)

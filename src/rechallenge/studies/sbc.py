@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from .. import __version__
 from .runner import Task, derive_seed, run_tasks
 
 __all__ = ["SBCConfig", "SBCResult", "sbc_covariates", "sbc_replicate", "run_sbc", "joint_loglik",
@@ -344,7 +345,8 @@ def _finish(records, L: int, alpha: float, out_dir: Path | None, plots: bool) ->
 def _fingerprint(cfg: SBCConfig, spec, priors, fit_priors) -> str:
     d = {f.name: getattr(cfg, f.name) for f in fields(cfg)
          if f.name not in ("replicates", "spec", "priors", "fit_priors", "covariates")}
-    d.update(spec=spec.hash(), priors=priors.hash(), fit_priors=fit_priors.hash(), covariates=repr(cfg.covariates))
+    d.update(spec=spec.hash(), priors=priors.hash(), fit_priors=fit_priors.hash(), covariates=repr(cfg.covariates),
+             rechallenge_version=__version__)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -359,7 +361,8 @@ def run_sbc(config: SBCConfig, out_dir: str | Path, *, executor: cf.Executor | N
     spec, priors = _resolve(config.spec, config.priors)
     fit_priors = priors if config.fit_priors is None else _resolve(spec, config.fit_priors)[1]
     fp = _fingerprint(config, spec, priors, fit_priors)
-    guard_directory(out_dir, fp, yaml.safe_dump({"fingerprint": fp, "replicates": config.replicates}), "sbc")
+    guard_directory(out_dir, fp, yaml.safe_dump({"fingerprint": fp, "rechallenge_version": __version__,
+                                                  "replicates": config.replicates}), "sbc")
     tasks = []
     for r in range(config.replicates):
         seeds = {k: derive_seed(config.seed, "sbc", r, k) for k in ("theta", "data", "outcome", "fit", "ties")}

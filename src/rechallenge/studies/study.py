@@ -29,6 +29,7 @@ import pandas as pd
 import xarray as xr
 import yaml
 
+from .. import __version__
 from .._resources import atomic_write_text
 from .config import Method, SampleSize, Scenario, StudyConfig, StudyConfigError, parse_estimand
 from .replicate import StudyTask, study_replicate
@@ -131,8 +132,11 @@ def guard_directory(out_dir: Path, fingerprint: str, text: str, what: str = "stu
         except (OSError, yaml.YAMLError):
             old = {}
         if old.get("fingerprint") != fingerprint:
-            raise StudyConfigError(f"{out_dir} holds the results of a different {what} "
-                                   f"(fingerprint {str(old.get('fingerprint'))[:12]} vs {fingerprint[:12]}); "
+            written_by = old.get("rechallenge_version")
+            reason = (f"it was written by rechallenge {written_by}, this is {__version__}"
+                      if written_by != __version__ else
+                      f"fingerprint {str(old.get('fingerprint'))[:12]} vs {fingerprint[:12]}")
+            raise StudyConfigError(f"{out_dir} holds the results of a different {what} ({reason}); "
                                    "use another --out directory")
     atomic_write_text(marker, text)
 
@@ -160,7 +164,8 @@ def run_study(config: StudyConfig, out_dir: str | Path, *, executor: cf.Executor
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump({"fingerprint": config.fingerprint(), **config.to_dict()}, sort_keys=False,
+    text = yaml.safe_dump({"fingerprint": config.fingerprint(), "rechallenge_version": __version__,
+                           **config.to_dict()}, sort_keys=False,
                           default_flow_style=None)
     guard_directory(out_dir, config.fingerprint(), text)
     records = run_tasks(study_tasks(config), study_replicate, out_dir, executor=executor, workers=workers,
