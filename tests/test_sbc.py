@@ -103,19 +103,6 @@ def test_joint_loglik_equals_the_pymc_model():
     np.testing.assert_allclose(joint_loglik(md, _params(draws, md)), expected, rtol=1e-9)
 
 
-def test_exact_pfs2_outcomes_match_the_simulator():
-    """The SBC outcome generator (no rounding) and simulate_cohort draw the same law."""
-    from rechallenge.simulate import default_truth, simulate_cohort
-    from rechallenge.studies.sbc import _exact_pfs2
-
-    sim = simulate_cohort(4000, seed=11)
-    exact = _exact_pfs2(sim.data, sim.truth, seed=12)
-    assert stats.ks_2samp(exact["pfs2_months"], sim.data["pfs2_months"]).pvalue > 0.001
-    assert abs(exact["pfs2_event"].mean() - sim.data["pfs2_event"].mean()) < 0.03
-    assert not np.array_equal(np.round(exact["pfs2_months"], 3), exact["pfs2_months"])  # not rounded
-    assert sim.truth.shape == default_truth().shape
-
-
 # --------------------------------------------------------------------------- the real model
 
 
