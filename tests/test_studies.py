@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 import yaml
@@ -211,6 +212,28 @@ def test_design_prior_truth_is_drawn_per_replicate():
     tasks = study_tasks(cfg)
     assert tasks[0].payload.design_prior is not None
     assert tasks[0].payload.truth_seed != tasks[2].payload.truth_seed  # replicates 0 and 1
+
+
+def test_nested_sample_size_grid_takes_the_first_n_patients_of_one_cohort():
+    """Nested (default): per replicate, the grid's cohorts are the first n patients of one
+    cohort of the largest size; ``nested: false`` gives independent cohorts."""
+    from rechallenge.studies.replicate import replicate_cohort
+
+    grid = {"scenario": "base", "n": [30, 60], "method": "lit", "run_base": False}
+    tasks = {t.key: t.payload for t in study_tasks(_config(replicates=2, sample_size=grid))}
+    small, large = tasks["base_n30/lit/r00000"], tasks["base_n60/lit/r00000"]
+    assert small.data_seed == large.data_seed and small.simulate_n == large.simulate_n == 60
+    assert small.data_seed != tasks["base_n30/lit/r00001"].data_seed
+    assert tasks["null/lit/r00000"].simulate_n is None  # other scenarios are not touched
+    a, b = replicate_cohort(small), replicate_cohort(large)
+    assert len(a.data) == 30 and len(b.data) == 60
+    pd.testing.assert_frame_equal(a.data, b.data.iloc[:30])
+    assert a.truth == b.truth
+    independent = {t.key: t.payload for t in study_tasks(_config(replicates=1, sample_size={**grid, "nested": False}))}
+    assert independent["base_n30/lit/r00000"].simulate_n is None
+    assert independent["base_n30/lit/r00000"].data_seed != independent["base_n60/lit/r00000"].data_seed
+    c = replicate_cohort(independent["base_n30/lit/r00000"])
+    assert len(c.data) == 30 and not c.data["pfs2_months"].equals(b.data["pfs2_months"].iloc[:30])
 
 
 # --------------------------------------------------------------------------- configuration

@@ -18,7 +18,7 @@ import numpy as np
 
 from .config import Estimand, Scenario
 
-__all__ = ["LEVELS", "StudyTask", "study_replicate", "scenario_truth", "summarise_draws"]
+__all__ = ["LEVELS", "StudyTask", "replicate_cohort", "study_replicate", "scenario_truth", "summarise_draws"]
 
 #: Central credible-interval levels whose coverage is measured.
 LEVELS: tuple[float, ...] = (0.5, 0.8, 0.9, 0.95)
@@ -42,6 +42,9 @@ class StudyTask:
     truth_seed: int
     data_seed: int
     fit_seed: int
+    #: Simulate this many patients and keep the first ``scenario.n`` (nested sample-size
+    #: grids); None: simulate ``scenario.n``.
+    simulate_n: int | None = None
 
 
 def scenario_truth(scenario: Scenario, design_prior: Any, seed: int):
@@ -103,6 +106,26 @@ def _true_value(values: dict, estimand: Estimand) -> float:
     return float(da)
 
 
+def replicate_cohort(task: StudyTask):
+    """The simulated cohort of one replicate (:class:`rechallenge.simulate.SimulatedCohort`).
+
+    PFS2 times are exact (``exact_times=True``). With ``task.simulate_n`` the cohort is
+    the first ``scenario.n`` patients of a cohort of that size (patients are independent,
+    so this is a cohort of ``scenario.n`` from the same law).
+    """
+    from ..simulate import CovariateSpec, SimulatedCohort, simulate_cohort
+
+    sc = task.scenario
+    truth = scenario_truth(sc, task.design_prior, task.truth_seed)
+    cohort = simulate_cohort(task.simulate_n or sc.n, truth=truth, seed=task.data_seed,
+                             covariates=CovariateSpec(**sc.covariates), missing=dict(sc.missing),
+                             missing_mechanism=sc.mechanism, n_centres=sc.centres,
+                             irae_assessed_fraction=sc.irae_assessed_fraction, exact_times=True)
+    if task.simulate_n is None or task.simulate_n == sc.n:
+        return cohort
+    return SimulatedCohort(data=cohort.data.iloc[:sc.n].reset_index(drop=True), truth=cohort.truth)
+
+
 def study_replicate(task: StudyTask) -> dict[str, Any]:
     """Simulate, fit and summarise one replicate (the worker function of a study).
 
@@ -113,14 +136,11 @@ def study_replicate(task: StudyTask) -> dict[str, Any]:
     import json
 
     from ..fit import fit
-    from ..simulate import IRAE_ORGANS, TUMOUR_TYPES, CovariateSpec, simulate_cohort
+    from ..simulate import IRAE_ORGANS, TUMOUR_TYPES
     from ..truth_io import truth_to_values
 
     sc = task.scenario
-    truth = scenario_truth(sc, task.design_prior, task.truth_seed)
-    cohort = simulate_cohort(sc.n, truth=truth, seed=task.data_seed, covariates=CovariateSpec(**sc.covariates),
-                             missing=dict(sc.missing), missing_mechanism=sc.mechanism, n_centres=sc.centres,
-                             irae_assessed_fraction=sc.irae_assessed_fraction, exact_times=True)
+    cohort = replicate_cohort(task)
     idata = fit(cohort.data, task.spec, task.priors, sampler=task.sampler, draws=task.draws, tune=task.tune,
                 chains=task.chains, seed=task.fit_seed, progressbar=False, log_likelihood=False, cores=1,
                 group_levels={"tumour_type": TUMOUR_TYPES, "prior_irae_organ": IRAE_ORGANS})

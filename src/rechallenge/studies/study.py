@@ -95,18 +95,22 @@ def study_tasks(config: StudyConfig) -> list[Task]:
     # the grid scenarios share the base scenario's truth draws (design prior), so that
     # the assurance curve compares cohort sizes on common random numbers
     grid = {f"{ss.scenario}_n{n}": ss.scenario for n in ss.n} if ss else {}
+    # nested grid: every size takes the first n patients of one cohort of the largest size
+    nested_n = max(ss.n) if ss and ss.nested else None
     tasks = []
     for r in range(config.replicates):
         for sc in config.all_scenarios():
             truth_seed = derive_seed(config.seed, grid.get(sc.name, sc.name), r, "truth")
-            data_seed = derive_seed(config.seed, sc.name, r, "data")
+            nested = nested_n is not None and sc.name in grid
+            data_seed = derive_seed(config.seed, f"{ss.scenario}_nested" if nested else sc.name, r, "data")
             for m in config.methods:
                 design = priors_of(sc.design_prior) if sc.design_prior else None
                 tasks.append(Task(key=f"{sc.name}/{m.name}/r{r:05d}", payload=StudyTask(
                     scenario=sc, method=m.name, spec=specs[m.name], priors=priors_of(m.priors, m.robust_weight),
                     design_prior=design, sampler=m.sampler, draws=m.draws, tune=m.tune, chains=m.chains,
                     estimands=config.estimands, replicate=r, truth_seed=truth_seed, data_seed=data_seed,
-                    fit_seed=derive_seed(config.seed, sc.name, r, "fit", m.name))))
+                    fit_seed=derive_seed(config.seed, sc.name, r, "fit", m.name),
+                    simulate_n=nested_n if nested else None)))
     return tasks
 
 
