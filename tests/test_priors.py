@@ -137,13 +137,19 @@ def test_resolve_priors(tmp_path, literature):
         resolve_priors(tmp_path / "nope.yaml")
 
 
-@pytest.mark.parametrize("content", ["entries: [", "{\"format_version\": 1, \"entries\": [{\"parameter\": 3}]}",
-                                     "- just a list"])
-def test_corrupt_prior_file_is_a_clear_error(tmp_path, content):
+@pytest.mark.parametrize("content, match", [
+    ("entries: [", "prior set .*bad.yaml is not valid YAML"),
+    ("{\"format_version\": 1, \"entries\": [{\"parameter\": 3}]}", ""),
+    ("{\"format_version\": 1, ", "prior set .*bad.json is not valid JSON"),
+    ("- just a list", ""),
+])
+def test_corrupt_prior_file_is_a_clear_error(tmp_path, content, match):
     path = tmp_path / ("bad.json" if content.startswith("{") else "bad.yaml")
     path.write_text(content)
-    with pytest.raises(SpecError):
+    with pytest.raises(SpecError, match=match):
         PriorSet.load(path)
+    with pytest.raises(SpecError, match="cannot read prior set"):
+        PriorSet.load(tmp_path / "absent.yaml")
 
 
 def test_bad_spec_is_a_clear_error(tmp_path, repo):

@@ -33,7 +33,7 @@ import pandas as pd
 import yaml
 from scipy.special import expit, logit, ndtri
 
-from ._resources import atomic_write_text
+from ._resources import atomic_write_text, read_yaml
 from .errors import SpecError
 from .mixture import NormalMixture
 
@@ -286,13 +286,14 @@ class PriorSet:
     def load(cls, path: str | Path) -> PriorSet:
         """Read a prior set written by :meth:`save`; a corrupt file raises SpecError."""
         path = Path(path)
+        if path.suffix != ".json":
+            return cls.from_dict(read_yaml(path, "prior set", SpecError))
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise SpecError(f"cannot read prior set {path}: {exc}") from None
         try:
-            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as exc:
-            raise SpecError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
-                            f"{exc}") from None
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"prior set {path} is not valid JSON: {exc}") from None
         return cls.from_dict(data)
