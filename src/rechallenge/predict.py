@@ -29,7 +29,6 @@ the next, never holding more than ``chunk_size`` patterns' draws).
 from __future__ import annotations
 
 import dataclasses
-import json
 import zlib
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
@@ -39,163 +38,16 @@ import pandas as pd
 import xarray as xr
 
 from . import curves
-from .cohort import Cohort, read_cohort, validate_cohort
 from .errors import RechallengeError
 from .loglik import irae_probabilities
-from .modelspec import ModelSpec, spec_from_dict
+from .modelspec import ModelSpec
 from .order_statistics import BLOCK_ROWS, median_eti, order_statistics_block, order_work
+from .predict_inputs import Patients, as_cohort, attr_json, model_spec, prepare_patients
 
 DEFAULT_TIMES = np.round(np.arange(0.0, 36.0 + 1e-9, 0.5), 10)
 MILESTONES = (6.0, 12.0)
 RMST_HORIZON = 12.0
 QUANTITIES = ("pfs2_median_months", "pfs2_6mo", "pfs2_12mo", "rmst_12mo", "irae_any", "irae_grade3plus")
-#: Plain-language names of covariates that can be missing, for warnings.
-MISSING_LABELS = {"ecog_ge2": "ECOG performance status", "pfs1_lt6": "PFS1 (first-course PFS)",
-                  "tfi_le6": "treatment-free interval", "liver_mets": "liver metastases",
-                  "nlr": "NLR (neutrophil-to-lymphocyte ratio)"}
-_PATTERN_COLUMNS = ("tumour_type", "centre", "prior_irae_organ")
-
-
-@dataclass(frozen=True)
-class _Patients:
-    """Predictor arrays of a batch of patients (NaN = missing)."""
-
-    ids: np.ndarray
-    x_pfs2: np.ndarray
-    x_irae: np.ndarray
-    tumour: np.ndarray
-    centre: np.ndarray
-    organ: np.ndarray
-    warnings: list[list[str]]
-
-    def rows(self, rows: Any) -> "_Patients":
-        """The patients ``rows`` (group codes unchanged: same new-group list)."""
-        rows = np.asarray(rows, dtype=np.int64)
-        return _Patients(self.ids[rows], self.x_pfs2[rows], self.x_irae[rows], self.tumour[rows],
-                         self.centre[rows], self.organ[rows], [self.warnings[i] for i in rows])
-
-
-def _attr_json(model: Any, key: str, default: Any) -> Any:
-    value = model.attrs.get(key)
-    return default if value is None else json.loads(value)
-
-
-def model_spec(model: Any) -> ModelSpec:
-    """The specification a fit (or the literature model) was made with."""
-    return spec_from_dict(json.loads(model.attrs["model_spec"]))
-
-
-def _as_cohort(patients: Any, spec: ModelSpec) -> Cohort:
-    required = sorted(spec.required_columns())
-    if isinstance(patients, Cohort):
-        return patients
-    if isinstance(patients, pd.DataFrame):
-        df = patients.copy()
-        if "patient_id" not in df:
-            df.insert(0, "patient_id", [f"patient_{i + 1}" for i in range(len(df))])
-        return validate_cohort(df, required=required, extra=spec.extra_types, outcomes=False,
-                               source="<patients>")
-    return read_cohort(patients, required=required, extra=spec.extra_types, outcomes=False)
-
-
-def _group_codes(values: Iterable[str], levels: list[str], label: str, warnings: list[list[str]]
-                 ) -> tuple[np.ndarray, list[str]]:
-    """Index of each value in ``levels``; unseen values get new indices after them."""
-    lookup = {v: i for i, v in enumerate(levels)}
-    new: list[str] = []
-    codes = []
-    for i, v in enumerate(values):
-        if v not in lookup:
-            lookup[v] = len(levels) + len(new)
-            new.append(v)
-        if lookup[v] >= len(levels):
-            warnings[i].append(f"{label} {v!r} is not in the fit: a new group drawn from the "
-                               "group-level distribution (wider interval)")
-        codes.append(lookup[v])
-    return np.asarray(codes, dtype=np.int64), new
-
-
-def _covariates(cohort: Cohort, names: Iterable[str]) -> dict[str, np.ndarray]:
-    """Derived covariates ``names`` of a validated cohort, as float arrays.
-
-    The values of :meth:`Cohort.covariates` — the definitions are
-    :func:`rechallenge.cohort.derive_covariates`' table — computed with NumPy on the
-    cohort's normalised columns (float numbers, stripped text) instead of several pandas
-    operations per covariate, which dominated one patient's prediction. Anything else
-    (extra columns, unusual dtypes) goes through :meth:`Cohort.covariates` itself.
-    """
-    from .cohort import _DERIVATIONS, _NUM
-
-    data = cohort.data
-    out: dict[str, np.ndarray] = {}
-    general = None
-    for name in names:
-        fast = name in _DERIVATIONS and name not in cohort.extra and _DERIVATIONS[name][0] in data
-        if fast:
-            source, kind, predicate, _ = _DERIVATIONS[name]
-            raw = data[source].to_numpy()
-            if kind == _NUM and raw.dtype == np.float64:
-                col = np.asarray(predicate(raw), dtype=float)
-                col[np.isnan(raw)] = np.nan
-                out[name] = col
-                continue
-            if kind != _NUM and raw.dtype == object and all(type(v) is str for v in raw):
-                text = np.array([v.strip() for v in raw], dtype=object)
-                col = np.asarray(predicate(text), dtype=float)
-                col[text == ""] = np.nan
-                out[name] = col
-                continue
-        general = cohort.covariates() if general is None else general
-        out[name] = general[name].to_numpy(dtype=float)
-    return out
-
-
-def _prepare(model: Any, cohort: Cohort, spec: ModelSpec) -> tuple[_Patients, dict[str, list[str]]]:
-    data = cohort.data
-    n = len(data)
-    warnings: list[list[str]] = [[] for _ in range(n)]
-    standardisation = _attr_json(model, "standardisation", {})
-    pfs2_names = list(spec.pfs2_covariates) + [e.name for e in spec.extra]
-    irae_names = list(spec.irae_covariates or ())
-    x_cov = _covariates(cohort, dict.fromkeys(pfs2_names + irae_names))
-    for name, col in x_cov.items():
-        if name in standardisation:
-            mean, sd = standardisation[name]
-            x_cov[name] = (col - mean) / sd
-    ranges = _attr_json(model, "covariate_ranges", {})
-    for column, (lo, hi) in ranges.items():
-        if column in data:
-            values = data[column].astype(float).to_numpy()
-            with np.errstate(invalid="ignore"):
-                outside = np.isfinite(values) & ~((lo <= values) & (values <= hi))
-            for i in np.flatnonzero(outside):
-                warnings[i].append(f"{column} = {float(values[i]):g} is outside the fitted cohort's range "
-                                   f"[{lo:g}, {hi:g}]: extrapolation")
-    for name, col in x_cov.items():
-        label = MISSING_LABELS.get(name, name)
-        for i in np.flatnonzero(np.isnan(col)):
-            warnings[i].append(f"{label} is missing: averaged over its distribution (wider interval)")
-    levels = {k: list(v) for k, v in _attr_json(model, "levels", {}).items()}
-    tumour_values = data["tumour_type"].astype(str) if "tumour_type" in data else pd.Series(["all"] * n)
-    tumour, new_t = _group_codes(tumour_values, levels.get("tumour_type", ["all"]), "tumour type", warnings)
-    if "centre" in spec.pfs2_groups and "centre" in data:
-        keys = tumour_values + "/" + data["centre"].astype(str)
-        centre, new_c = _group_codes(keys, levels.get("centre", ["all"]), "centre", warnings)
-    else:
-        centre, new_c = np.zeros(n, dtype=np.int64), []
-    if spec.has_irae and "prior_irae_organ" in (spec.irae_groups or ()):
-        organ, new_o = _group_codes(data["prior_irae_organ"].astype(str), levels.get("prior_irae_organ", ["all"]),
-                                    "prior irAE organ", warnings)
-    else:
-        organ, new_o = np.zeros(n, dtype=np.int64), []
-    patients = _Patients(
-        ids=data["patient_id"].astype(str).to_numpy(),
-        x_pfs2=np.column_stack([x_cov[k] for k in pfs2_names]) if pfs2_names else np.zeros((n, 0)),
-        x_irae=np.column_stack([x_cov[k] for k in irae_names]) if irae_names else np.zeros((n, 0)),
-        tumour=tumour, centre=centre, organ=organ, warnings=warnings)
-    return patients, {"tumour_type": new_t, "centre": new_c, "prior_irae_organ": new_o}
-
-
 def _stacked(posterior: xr.Dataset, name: str) -> np.ndarray:
     """Draws of a variable as ``(S, …)`` with S = chains × draws (dims chain, draw first)."""
     v = posterior.variables[name].values  # the Variable: no DataArray built per access
@@ -237,7 +89,7 @@ def _fill_missing(x: np.ndarray, names: list[str], prevalence: dict[str, np.ndar
 
 def _prevalences(model: Any, names: Iterable[str], n_draws: int) -> dict[str, np.ndarray]:
     post = model.posterior
-    cohort_prev = _attr_json(model, "covariate_prevalence", {})
+    cohort_prev = attr_json(model, "covariate_prevalence", {})
     out = {}
     for name in names:
         if "prevalence" in post and name in post["imputed_covariate"].values:
@@ -297,7 +149,7 @@ def _thinned(model: Any, max_draws: int | None) -> Any:
     return model
 
 
-def _draws(model: Any, spec: ModelSpec, pts: _Patients, new: dict[str, list[str]], seed: int) -> _Draws:
+def _draws(model: Any, spec: ModelSpec, pts: Patients, new: dict[str, list[str]], seed: int) -> _Draws:
     post = model.posterior
     n_draws = post.sizes["chain"] * post.sizes["draw"]
     has_irae = spec.has_irae and "log_or" in post
@@ -328,7 +180,7 @@ _BLOCK_ELEMENTS = 1 << 15
 _CURVE_BLOCK_ELEMENTS = 1 << 17  # S(t) blocks: fewer, larger calls of curves.survival
 
 
-def _patterns(x_own: np.ndarray, pts: _Patients, groups: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _patterns(x_own: np.ndarray, pts: Patients, groups: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Distinct predictor patterns of one outcome: (first row of each, pattern of each row).
 
     Rows with the same covariates and groups of the outcome get the same draws, unless
@@ -353,7 +205,7 @@ def _patterns(x_own: np.ndarray, pts: _Patients, groups: tuple[np.ndarray, ...])
     return order[starts], inverse
 
 
-def _linear(dr: _Draws, pts: _Patients, rows: np.ndarray, irae: bool) -> np.ndarray:
+def _linear(dr: _Draws, pts: Patients, rows: np.ndarray, irae: bool) -> np.ndarray:
     """``x_i · coefficients`` per draw ``(S, len(rows))`` for the PFS2 (or irAE) covariates.
 
     Summed exactly as ``(coef * x).sum(1)`` per patient (the same reduction, so the same
@@ -413,7 +265,7 @@ def _survival_order_statistics(dr: _Draws, eta: np.ndarray, times: np.ndarray, r
     return out
 
 
-def _pfs2_values(dr: _Draws, pts: _Patients, rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _pfs2_values(dr: _Draws, pts: Patients, rows: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """PFS2 quantities ``(S, len(rows))`` per draw, and the linear predictor η."""
     eta = _linear(dr, pts, rows, irae=False) + dr.u[:, pts.tumour[rows]] + dr.v[:, pts.centre[rows]]
     milestones = curves.survival(dr.baseline, eta, np.array(MILESTONES))
@@ -423,7 +275,7 @@ def _pfs2_values(dr: _Draws, pts: _Patients, rows: np.ndarray) -> tuple[dict[str
     return values, eta
 
 
-def _irae_values(dr: _Draws, pts: _Patients, rows: np.ndarray) -> dict[str, np.ndarray]:
+def _irae_values(dr: _Draws, pts: Patients, rows: np.ndarray) -> dict[str, np.ndarray]:
     """irAE probabilities ``(S, len(rows))`` per draw (sequential logit)."""
     zeta = _linear(dr, pts, rows, irae=True) + dr.w_t[:, pts.tumour[rows]] + dr.o[:, pts.organ[rows]]
     p_any, p_severe = irae_probabilities(np, dr.a_any[:, None], dr.b_severe[:, None], zeta)
@@ -439,7 +291,7 @@ def _block(n_draws: int) -> int:
 _SUMMARY_PATTERNS = 64
 
 
-def _compute(model: Any, spec: ModelSpec, pts: _Patients, new: dict[str, list[str]], times: np.ndarray,
+def _compute(model: Any, spec: ModelSpec, pts: Patients, new: dict[str, list[str]], times: np.ndarray,
              seed: int, keep_curves: bool, curve_ranks: np.ndarray | None = None) -> dict[str, Any]:
     """Draws of every quantity for the distinct patterns of each outcome.
 
@@ -510,9 +362,9 @@ def predict(model: Any, patients: Any, times: Iterable[float] | None = None, *, 
     """
     spec = model_spec(model)
     times = _times(times)
-    cohort = _as_cohort(patients, spec)
+    cohort = as_cohort(patients, spec)
     model = _thinned(model, max_draws)
-    pts, new = _prepare(model, cohort, spec)
+    pts, new = prepare_patients(model, cohort, spec)
     arrays = _compute(model, spec, pts, new, times, seed, keep_curves=True)
     return _dataset(model, arrays, times)
 
@@ -644,8 +496,8 @@ def predict_summary(model: Any, patients: Any, *, ci: float = 0.95, kind: str = 
     if not 0 < ci < 1:
         raise RechallengeError(f"ci must be in (0, 1), got {ci!r}")
     spec = model_spec(model)
-    cohort = _as_cohort(patients, spec)
-    pts, new = _prepare(model, cohort, spec)
+    cohort = as_cohort(patients, spec)
+    pts, new = prepare_patients(model, cohort, spec)
     dr = _draws(model, spec, pts, new, seed)
     parts = [(_patterns(pts.x_pfs2, pts, (pts.tumour, pts.centre)),
               lambda rows: _pfs2_values(dr, pts, rows)[0])]

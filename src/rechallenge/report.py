@@ -392,7 +392,7 @@ def _local_shares(model: Any, spec: Any, patients: Any, new: Mapping[str, list[s
                   ) -> list[dict[str, float | None]]:
     """Per patient: 1 − Var_post / Var_prior of each quantity (transformed), in [0, 1].
 
-    ``patients`` are the prepared patients (:func:`rechallenge.predict._prepare`) whose
+    ``patients`` are the prepared patients (:func:`rechallenge.predict_inputs.prepare_patients`) whose
     posterior draws are the columns of ``post_values``; the prior model shares the fit's
     specification, standardisation and group levels, so they are its patients too.
     """
@@ -447,7 +447,8 @@ def build_reports(model: Any, patients: Any, *, ci: float = 0.95, seed: int = 0,
         For invalid values (a :class:`~rechallenge.errors.CohortError` naming row and
         column, or a checklist field naming the patient), or ``ci`` outside (0, 1).
     """
-    from .predict import DEFAULT_TIMES, _compute, _prepare, _summaries, _times, model_spec
+    from .predict import DEFAULT_TIMES, _compute, _summaries, _times
+    from .predict_inputs import model_spec, prepare_patients
 
     if not 0 < ci < 1:
         raise RechallengeError(f"ci must be in (0, 1), got {ci!r}")
@@ -475,7 +476,7 @@ def build_reports(model: Any, patients: Any, *, ci: float = 0.95, seed: int = 0,
         # what predict(model, both, times, seed) and summarise(…) compute, without the
         # Dataset and the table: each distinct patient (pattern) drawn and summarised once
         grid = _times(times)
-        pts, new = _prepare(model, both, spec)
+        pts, new = prepare_patients(model, both, spec)
         arrays = _compute(model, spec, pts, new, grid, seed, keep_curves=True, curve_ranks=_curve_ranks(n_draws)[0])
         horizon = arrays["horizon"]
         summ = _summary_dicts(_summaries(arrays["values"], horizon, ci, "eti"), arrays["inverse"])
