@@ -43,7 +43,7 @@ def main() -> None:
 
     from rechallenge import fit as fit_module
     from rechallenge.cohort import validate_cohort
-    from rechallenge.fit import TARGET_ACCEPT, diagnose, fit, monitored_names
+    from rechallenge.fit import default_target_accept, diagnose, fit, monitored_names
     from rechallenge.model import build_model
     from rechallenge.model_data import prepare_data
     from rechallenge.modelspec import load_spec
@@ -82,7 +82,8 @@ def main() -> None:
                 idata = pm.sample(draws=args.draws, tune=args.tune, chains=args.chains, random_seed=1,
                                   cores=os.cpu_count(),
                                   progressbar=False, var_names=monitored_names(model),
-                                  target_accept=TARGET_ACCEPT, compute_convergence_checks=False)
+                                  target_accept=default_target_accept(data),  # as fit() uses
+                                  compute_convergence_checks=False)
             total = time.perf_counter() - t
             d = diagnose(idata, monitored_names(model))
             rows.append((n, "pymc default (compile+sample)", float("nan"), float("nan"), total,

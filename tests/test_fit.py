@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from rechallenge.errors import RechallengeError
-from rechallenge.fit import (TARGET_ACCEPT, TARGET_ACCEPT_IMPUTED, UnreliableFitWarning,
+from rechallenge.fit import (TARGET_ACCEPT, TARGET_ACCEPT_HIGH, UnreliableFitWarning,
                              default_target_accept, fit, is_reliable)
 from rechallenge.fitio import load, save
 from rechallenge.priors import literature_priors
@@ -73,7 +73,7 @@ def test_fit_groups_and_stamp(demo_fit):
     for key in ("rechallenge_version", "pymc_version", "model_spec", "seed", "diagnostics"):
         assert key in attrs
     # NLR is imputed in the demo cohort: the higher default acceptance target is used
-    assert attrs["target_accept"] == TARGET_ACCEPT_IMPUTED
+    assert attrs["target_accept"] == TARGET_ACCEPT_HIGH
     # the log prior is the prior's log density at the draws
     entry = literature_priors()[("pfs2", "tfi_le6")]
     draws = demo_fit.posterior["log_hr"].sel(pfs2_covariate="tfi_le6").values.ravel()
@@ -163,8 +163,9 @@ def test_bad_fit_arguments(kwargs, match):
 
 
 def test_target_accept_default_depends_on_imputation_and_can_be_set():
-    """0.9 for complete covariates, 0.95 when a covariate is imputed; an explicit value wins
-    and is stamped (it changes the sampler's step size)."""
+    """0.9 for complete covariates and non-centred groups, 0.95 when a covariate is imputed
+    or a group is centred; an explicit value wins and is stamped (it changes the sampler's
+    step size)."""
     from rechallenge.cohort import validate_cohort
     from rechallenge.model_data import prepare_data
     from rechallenge.modelspec import load_spec
@@ -175,9 +176,14 @@ def test_target_accept_default_depends_on_imputation_and_can_be_set():
     required = sorted(spec.required_columns())
     with_missing = prepare_data(validate_cohort(frame, required=required), spec)
     complete = prepare_data(validate_cohort(frame.dropna(subset=["nlr"]), required=required), spec)
-    assert default_target_accept(with_missing) == TARGET_ACCEPT_IMPUTED > TARGET_ACCEPT
+    assert default_target_accept(with_missing) == TARGET_ACCEPT_HIGH > TARGET_ACCEPT
     assert default_target_accept(complete) == TARGET_ACCEPT
     assert default_target_accept(with_missing, prior_only=True) == TARGET_ACCEPT
+    # a group of at least centred_min_patients patients takes the centred form: 0.95 too
+    nsclc = (complete.tumour_idx == complete.levels["tumour_type"].index("nsclc")).sum()
+    centred = prepare_data(validate_cohort(frame.dropna(subset=["nlr"]), required=required),
+                           spec.replace(centred_min_patients=int(nsclc)))
+    assert default_target_accept(centred) == TARGET_ACCEPT_HIGH
     kwargs = dict(draws=30, tune=30, chains=1, seed=2, progressbar=False, log_likelihood=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnreliableFitWarning)

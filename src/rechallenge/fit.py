@@ -46,13 +46,19 @@ ESS_MIN = 400
 #: Step-size adaptation target: 0.9 rather than 0.8, because the group-level sds of
 #: small groups make funnel-shaped posteriors where larger steps diverge.
 TARGET_ACCEPT = 0.9
-#: Target when the model imputes missing covariates: the likelihood of a patient with a
-#: missing binary covariate is a two-component mixture (and missing continuous values
-#: are latent parameters), which needs smaller steps. Measured on the demo cohort (37
-#: missing NLR, 4 x 1000 after 1000, seeds 0-17): 0.9 gave 5 of 18 fits unreliable
-#: (R-hat 1.011-1.012 or divergences), 0.95 gave 1 of 18 (one divergence), at 1.7x the
-#: leapfrog steps.
-TARGET_ACCEPT_IMPUTED = 0.95
+#: Target for harder posteriors, where 0.9 leaves divergences and R-hat > 1.01 in a
+#: sizeable share of fits (measured 2026-11-21, 4 x 1000 after 1000; benchmarks/RESULTS.md):
+#:
+#: * the likelihood imputes missing covariates: a patient with a missing binary
+#:   covariate contributes a two-component mixture. On the demo cohort (37 missing NLR,
+#:   seeds 0-17), 5 of 18 fits were unreliable at 0.9 and 1 of 18 at 0.95, at 1.7x the
+#:   leapfrog steps;
+#: * some group effect is in the centred form (a group of >= centred_min_patients
+#:   patients): when sigma is small its prior is a funnel. With 2,000 patients (2
+#:   cohorts x 5 seeds), 3 of 10 fits had 1-2 divergences at 0.9 and 0 of 10 at 0.95, at
+#:   1.05x the steps; 3,000 patients (the benchmark cohort, 4 seeds): 4 of 4 fits had
+#:   1-27 divergences at 0.9, 1 of 4 one divergence at 0.95, at 1.03x the steps.
+TARGET_ACCEPT_HIGH = 0.95
 SAMPLERS = ("nutpie", "pymc", "numpyro")
 
 
@@ -148,12 +154,30 @@ def check_target_accept(value: Any) -> None:
 
 
 def default_target_accept(data: ModelData, prior_only: bool = False) -> float:
-    """:data:`TARGET_ACCEPT_IMPUTED` when the likelihood imputes missing covariates, else
-    :data:`TARGET_ACCEPT` (a prior-only fit has no likelihood to impute in; there the
+    """:data:`TARGET_ACCEPT_HIGH` when the likelihood imputes missing covariates or some
+    group effect is centred, else :data:`TARGET_ACCEPT`.
+
+    A prior-only fit has no likelihood to impute in and is not sped up by it. There the
     higher target made the tails of the robust-mixture priors mix worse: the 5% quantile
-    of the ECOG log-HR was off by 0.13-0.24 in 3 of 3 seeds against 0.02-0.06)."""
+    of the ECOG log-HR was off by 0.13-0.24 in 3 of 3 seeds, against 0.02-0.06 at 0.9.
+    """
+    if prior_only:
+        return TARGET_ACCEPT
     imputes = bool(data.imputed_names) or data.n_latent > 0
-    return TARGET_ACCEPT_IMPUTED if imputes and not prior_only else TARGET_ACCEPT
+    return TARGET_ACCEPT_HIGH if imputes or has_centred_group(data) else TARGET_ACCEPT
+
+
+def has_centred_group(data: ModelData) -> bool:
+    """Whether any group effect of the specification takes the centred form for this cohort
+    (:func:`rechallenge.model.centring`, same thresholds as the model)."""
+    from .model import IRAE_INFORMATION_RATIO, centring
+
+    spec = data.spec
+    threshold = spec.centred_min_patients
+    groups = [(group, threshold) for group in spec.pfs2_groups]
+    if spec.has_irae:
+        groups += [(group, IRAE_INFORMATION_RATIO * threshold) for group in spec.irae_groups]
+    return any(centring(data, group, limit).any() for group, limit in groups)
 
 
 def _sample_nutpie(build_model, data, key, *, draws, tune, chains, seed, progressbar, cores, target_accept):
@@ -264,7 +288,8 @@ def fit(cohort: Any, spec: str | Path | Mapping[str, Any] | ModelSpec | None = "
     target_accept
         NUTS step-size adaptation target in (0, 1); higher means smaller steps, fewer
         divergences and longer trajectories. Default: :func:`default_target_accept`
-        (0.9, or 0.95 when the likelihood imputes missing covariates).
+        (0.9, or 0.95 when the likelihood imputes missing covariates or a group effect
+        is centred).
 
     Returns
     -------
