@@ -126,21 +126,35 @@ def test_same_seed_same_numbers_and_compiled_model_reuse(demo_fit):
     assert not np.array_equal(other.posterior["log_hr"].values, demo_fit.posterior["log_hr"].values)
 
 
+def _assert_quantiles_match(draws, expected, name, floor=0.02):
+    """Sample quantiles (5%, 50%, 95%) within 4 Monte Carlo SEs of the exact ones.
+
+    The MCSE of each quantile comes from the chains (ArviZ, Vehtari et al. 2021); the
+    robust-mixture priors have long tails (a 10% component with SD 2), so their 5% and 95%
+    quantiles carry an MCSE of ~0.1 with 2 x 4000 draws, against ~0.01 for the medians.
+    ``floor`` covers the rounding of quantiles reported by the prior set.
+    """
+    import arviz as az
+
+    probs = (0.05, 0.5, 0.95)
+    got = np.quantile(draws.ravel(), probs)
+    mcse = np.array([float(az.mcse(draws, method="quantile", prob=q)) for q in probs])
+    assert np.all(np.abs(got - expected) <= 4 * mcse + floor), (name, got, expected, mcse)
+
+
 def test_prior_only_fit_reproduces_the_prior_set():
     idata = fit(demo_cohort().data, prior_only=True, draws=4000, tune=1000, chains=2, seed=5,
                 progressbar=False, log_likelihood=False)
     priors = literature_priors()
     for name in ("ecog_ge2", "pfs1_lt6", "tfi_le6", "liver_mets", "nlr", "reason_progression"):
-        draws = idata.posterior["log_hr"].sel(pfs2_covariate=name).values.ravel()
-        expected = np.log(priors[("pfs2", name)].quantiles([0.05, 0.5, 0.95]))
-        assert np.quantile(draws, [0.05, 0.5, 0.95]) == pytest.approx(expected, abs=0.12), name
+        draws = idata.posterior["log_hr"].sel(pfs2_covariate=name).values
+        _assert_quantiles_match(draws, np.log(priors[("pfs2", name)].quantiles([0.05, 0.5, 0.95])), name)
     for var, key in (("log_median", ("pfs2", "baseline_median")), ("log_shape", ("pfs2", "weibull_shape"))):
-        draws = idata.posterior[var].values.ravel()
-        expected = np.log(priors[key].quantiles([0.05, 0.5, 0.95]))
-        assert np.quantile(draws, [0.05, 0.5, 0.95]) == pytest.approx(expected, abs=0.12), var
-    p_any = idata.posterior["irae_p_any_ref"].values.ravel()
-    assert np.quantile(p_any, [0.05, 0.5, 0.95]) == pytest.approx(
-        priors[("irae", "baseline_any")].quantiles([0.05, 0.5, 0.95]), abs=0.03)
+        draws = idata.posterior[var].values
+        _assert_quantiles_match(draws, np.log(priors[key].quantiles([0.05, 0.5, 0.95])), var)
+    p_any = idata.posterior["irae_p_any_ref"].values
+    _assert_quantiles_match(p_any, priors[("irae", "baseline_any")].quantiles([0.05, 0.5, 0.95]),
+                            "irae_p_any_ref", floor=0.005)
 
 
 def test_under_sampled_fit_is_flagged_unreliable():
