@@ -102,7 +102,8 @@ def study_tasks(config: StudyConfig) -> list[Task]:
         for sc in config.all_scenarios():
             truth_seed = derive_seed(config.seed, grid.get(sc.name, sc.name), r, "truth")
             nested = nested_n is not None and sc.name in grid
-            data_seed = derive_seed(config.seed, f"{ss.scenario}_nested" if nested else sc.name, r, "data")
+            # "/" cannot occur in a scenario name, so this seed is no scenario's own
+            data_seed = derive_seed(config.seed, f"{ss.scenario}/nested" if nested else sc.name, r, "data")
             for m in config.methods:
                 design = priors_of(sc.design_prior) if sc.design_prior else None
                 tasks.append(Task(key=f"{sc.name}/{m.name}/r{r:05d}", payload=StudyTask(
@@ -137,8 +138,8 @@ def guard_directory(out_dir: Path, fingerprint: str, text: str, what: str = "stu
             old = {}
         if old.get("fingerprint") != fingerprint:
             written_by = old.get("rechallenge_version")
-            reason = (f"it was written by rechallenge {written_by}, this is {__version__}"
-                      if written_by != __version__ else
+            reason = (f"it was written by rechallenge {written_by or '(version not recorded)'}, "
+                      f"this is {__version__}" if written_by != __version__ else
                       f"fingerprint {str(old.get('fingerprint'))[:12]} vs {fingerprint[:12]}")
             raise StudyConfigError(f"{out_dir} holds the results of a different {what} ({reason}); "
                                    "use another --out directory")
