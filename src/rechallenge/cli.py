@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--target-accept", type=float, default=None,
                    help="NUTS step-size adaptation target in (0, 1) (default: 0.9, or 0.95 when "
-                        "covariates are imputed)")
+                        "covariates are imputed or a group effect is centred)")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     f.add_argument("--strict", action="store_true", help="exit with code 3 when the fit is unreliable")
     f.set_defaults(func=_cmd_fit)
