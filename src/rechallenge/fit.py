@@ -160,23 +160,12 @@ def default_target_accept(data: ModelData, prior_only: bool = False) -> float:
     A prior-only fit keeps :data:`TARGET_ACCEPT`. It has no likelihood to impute in, and
     the measurements behind the higher target are of posteriors, not priors.
     """
+    from .model import has_centred_group
+
     if prior_only:
         return TARGET_ACCEPT
     imputes = bool(data.imputed_names) or data.n_latent > 0
     return TARGET_ACCEPT_HIGH if imputes or has_centred_group(data) else TARGET_ACCEPT
-
-
-def has_centred_group(data: ModelData) -> bool:
-    """Whether any group effect of the specification takes the centred form for this cohort
-    (:func:`rechallenge.model.centring`, same thresholds as the model)."""
-    from .model import IRAE_INFORMATION_RATIO, centring
-
-    spec = data.spec
-    threshold = spec.centred_min_patients
-    groups = [(group, threshold) for group in spec.pfs2_groups]
-    if spec.has_irae:
-        groups += [(group, IRAE_INFORMATION_RATIO * threshold) for group in spec.irae_groups]
-    return any(centring(data, group, limit).any() for group, limit in groups)
 
 
 def _sample_nutpie(build_model, data, key, *, draws, tune, chains, seed, progressbar, cores, target_accept):

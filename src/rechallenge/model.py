@@ -91,6 +91,25 @@ def centring(data: ModelData, group: str, threshold: int) -> np.ndarray:
     return (data.group_sizes(group) >= threshold).astype(float)
 
 
+def centring_flags(data: ModelData) -> dict[str, np.ndarray]:
+    """The centred-form flags of every group effect, by data name (``tumour_centred``, …):
+    :func:`centring` at ``spec.centred_min_patients``, times ``IRAE_INFORMATION_RATIO`` for
+    the irAE groups."""
+    threshold = data.spec.centred_min_patients
+    ratio = {"pfs2": 1, "irae": IRAE_INFORMATION_RATIO}
+    return {GROUP_INPUTS[effect][1]: centring(data, dim, ratio[outcome] * threshold)
+            for _, outcome, _, effect, dim in GROUP_EFFECTS}
+
+
+def has_centred_group(data: ModelData) -> bool:
+    """Whether any group effect of the specification takes the centred form for this cohort."""
+    spec = data.spec
+    used = {"pfs2": spec.pfs2_groups, "irae": spec.irae_groups if spec.has_irae else ()}
+    flags = centring_flags(data)
+    return any(flags[GROUP_INPUTS[effect][1]].any()
+               for _, outcome, _, effect, dim in GROUP_EFFECTS if dim in used[outcome])
+
+
 def uses_sufficient_statistics(data: ModelData) -> bool:
     """Whether the PFS2 likelihood takes its fast form (see :func:`build_model`)."""
     spec = data.spec
@@ -107,17 +126,12 @@ def model_inputs(data: ModelData) -> dict[str, np.ndarray]:
     group) for the sufficient-statistic form of the Weibull likelihood, and the irAE
     outcomes aggregated by predictor pattern.
     """
-    spec = data.spec
-    thr = spec.centred_min_patients
     out = {"time": data.time, "event": data.event, "rows_patient": data.rows_patient,
            "x_pfs2": data.x_pfs2, "tumour_idx": data.tumour_idx, "centre_idx": data.centre_idx,
            "exposure": data.exposure, "interval_idx": data.interval,
-           "tumour_centred": centring(data, "tumour_type", thr),
-           "centre_centred": centring(data, "centre", thr),
            "x_irae": data.x_irae, "y_irae_onehot": data.y_irae_onehot, "organ_idx": data.organ_idx,
-           "tumour_irae_centred": centring(data, "tumour_type", IRAE_INFORMATION_RATIO * thr),
-           "organ_centred": centring(data, "prior_irae_organ", IRAE_INFORMATION_RATIO * thr),
-           "row_imputed": data.row_imputed, "row_value": data.row_value, "first_row": data.first_row}
+           "row_imputed": data.row_imputed, "row_value": data.row_value, "first_row": data.first_row,
+           **centring_flags(data)}
     if uses_sufficient_statistics(data):
         d = data.event
         out.update({
@@ -128,7 +142,7 @@ def model_inputs(data: ModelData) -> dict[str, np.ndarray]:
         x, tumour, centre, patient_pattern = data.pfs2_patterns()
         out.update({"pfs2_pattern_x_pfs2": x, "pfs2_pattern_tumour_idx": tumour,
                     "pfs2_pattern_centre_idx": centre, "patient_pfs2_pattern": patient_pattern})
-    if spec.has_irae and not data.expanded:
+    if data.spec.has_irae and not data.expanded:
         x, tumour, organ, counts = data.irae_patterns()
         out.update({"pattern_x_irae": x, "pattern_tumour_idx": tumour, "pattern_organ_idx": organ,
                     "pattern_counts": counts})
