@@ -176,6 +176,21 @@ def test_bad_fit_arguments(kwargs, match):
         fit(demo_cohort().data, **kwargs)
 
 
+def test_cohort_argument_types():
+    """A simulated cohort is fitted like its data frame; anything else that is not a
+    cohort, a frame or a path is one clear error (not a TypeError from pathlib)."""
+    from rechallenge.simulate import simulate_cohort
+
+    simulated = simulate_cohort(120, seed=8)
+    kwargs = dict(draws=20, tune=20, chains=1, seed=4, progressbar=False, log_likelihood=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnreliableFitWarning)
+        from_object, from_frame = fit(simulated, **kwargs), fit(simulated.data, **kwargs)
+    np.testing.assert_array_equal(from_object.posterior["log_hr"].values, from_frame.posterior["log_hr"].values)
+    with pytest.raises(RechallengeError, match="cohort must be .* got list"):
+        fit([1, 2, 3], **kwargs)
+
+
 def test_target_accept_default_depends_on_imputation_and_can_be_set():
     """0.9 for complete covariates and non-centred groups, 0.95 when a covariate is imputed
     or a group is centred; an explicit value wins and is stamped (it changes the sampler's

@@ -110,9 +110,16 @@ def _as_cohort(cohort: Any, spec: ModelSpec):
             raise RechallengeError(f"the cohort lacks column(s) {sorted(missing)} that the "
                                    f"specification {spec.name!r} uses")
         return cohort
+    from .simulate import SimulatedCohort
+
+    if isinstance(cohort, SimulatedCohort):
+        cohort = cohort.data
     kwargs = dict(required=sorted(spec.required_columns()), extra=spec.extra_types)
     if isinstance(cohort, pd.DataFrame):
         return validate_cohort(cohort, **kwargs)
+    if not isinstance(cohort, (str, os.PathLike)):
+        raise RechallengeError("cohort must be a Cohort, a SimulatedCohort, a DataFrame or the path "
+                               f"of a CSV file, got {type(cohort).__name__}")
     return read_cohort(cohort, **kwargs)
 
 
@@ -261,8 +268,9 @@ def fit(cohort: Any, spec: str | Path | Mapping[str, Any] | ModelSpec | None = "
     Parameters
     ----------
     cohort
-        A :class:`rechallenge.cohort.Cohort`, a DataFrame or a CSV path (validated
-        against the columns the specification uses).
+        A :class:`rechallenge.cohort.Cohort`, a
+        :class:`rechallenge.simulate.SimulatedCohort`, a DataFrame or a CSV path
+        (validated against the columns the specification uses).
     spec
         ``"literature"`` (``models/literature.yaml``), a YAML path, a mapping or a ModelSpec.
     priors

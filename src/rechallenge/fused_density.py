@@ -40,11 +40,19 @@ irAE (sequential logit, counts :math:`n_0, n_1, n_2` per pattern, :math:`f = a +
 
     \ell = N\log σ(f) − n_0 f + (n_1 + n_2)\log σ(s) − n_1 s,\qquad
     ∂\ell/∂f = Nσ(−f) − n_0,\quad ∂\ell/∂s = (n_1 + n_2)σ(−s) − n_1 .
+
+Cost (300 patients, 2026-11-22): ~750 exponentials and ~290 logarithms per evaluation
+were 41% of a refit's CPU time, one libm call each. The exponentials are now computed in
+loops of their own with :func:`rechallenge.vector_exp.exp`, which vectorises, and the
+irAE part's :math:`\sum N\log(1 + e^{−|f|})` is one logarithm of a product
+(:func:`_times_power`). Kernel 9.0 → 6.8 µs per evaluation.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -55,6 +63,8 @@ from pytensor.graph.op import Op
 from pytensor.link.numba.dispatch.basic import register_funcify_default_op_cache_key
 
 from .loglik import LOG_LOG2
+from . import vector_exp
+from .vector_exp import exp as vexp
 
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 LOG_2 = math.log(2.0)
@@ -92,19 +102,45 @@ def _mixture(x, mean, precision, log_norm):
 
 
 @numba.njit(cache=True)
-def _logit_stage(x, n_at_risk, n_stop):
-    """One stage of the sequential logit: ``(n log σ(x) − n_stop x, d/dx)``.
+def _logit_stage(x, e, n_at_risk, n_stop):
+    """One stage of the sequential logit, all but its logarithm: ``(n min(x, 0) − n_stop x, d/dx)``.
 
     ``n_at_risk`` patients reach the stage and ``n_stop`` of them stop there, so the
-    term is ``(n − n_stop) log σ(x) + n_stop log σ(−x)``; ``d/dx = n σ(−x) − n_stop``.
-    One exponential and one logarithm: with ``e = exp(−|x|) ≤ 1``,
-    ``log σ(x) = min(x, 0) − log(1 + e)`` and ``σ(−x) = e/(1+e)`` (x ≥ 0) or ``1/(1+e)``
-    (``log(1 + e)`` instead of ``log1p(e)``: absolute error < 1e-16, 3× cheaper).
+    term is ``(n − n_stop) log σ(x) + n_stop log σ(−x) = n log σ(x) − n_stop x``, and
+    ``d/dx = n σ(−x) − n_stop``. With ``e = exp(−|x|) ≤ 1``:
+    ``log σ(x) = min(x, 0) − log(1 + e)`` and ``σ(−x) = e/(1+e)`` (x ≥ 0) or ``1/(1+e)``.
+    The caller subtracts ``n log(1 + e)`` (:func:`_times_power`).
     """
-    e = math.exp(-abs(x))
-    log_sig = min(x, 0.0) - math.log(1.0 + e)
     sig_minus = e / (1.0 + e) if x >= 0.0 else 1.0 / (1.0 + e)
-    return n_at_risk * log_sig - n_stop * x, n_at_risk * sig_minus - n_stop
+    return n_at_risk * min(x, 0.0) - n_stop * x, n_at_risk * sig_minus - n_stop
+
+
+#: Largest count raised to a power by repeated multiplication in :func:`_times_power`.
+_MAX_SMALL_COUNT = 32.0
+#: :func:`_times_power` renormalises its running product above this (2^600: with factors
+#: ≤ 2^32 the product stays below the largest double, 2^1024).
+_RENORMALISE_ABOVE = 2.0 ** 600
+
+
+@numba.njit(cache=True)
+def _times_power(product, exponent2, log_rest, base, count):
+    """Accumulate ``count · log(base)`` (``1 ≤ base ≤ 2``) without calling ``log``.
+
+    The sum of logs is kept as ``log(product) + exponent2 · log 2 + log_rest``: small
+    integer counts multiply ``product`` (renormalised by ``frexp``), anything else adds to
+    ``log_rest``. One logarithm at the end replaces one per pattern and stage (~270 per
+    evaluation at 300 patients, 12% of a refit's CPU time; relative error of the product
+    ≲ 300 ulp, i.e. < 1e-13 absolute in the log density).
+    """
+    if count <= _MAX_SMALL_COUNT and count == math.floor(count):
+        for _ in range(int(count)):
+            product *= base
+        if product > _RENORMALISE_ABOVE:
+            product, e = math.frexp(product)
+            exponent2 += e
+    else:
+        log_rest += count * math.log(base)
+    return product, exponent2, log_rest
 
 
 @numba.njit(cache=True)
@@ -163,7 +199,7 @@ def _sd(theta, start, size, j):
     return math.exp(log_sigma), log_sigma
 
 
-@numba.njit(cache=True)
+@numba.njit(fastmath=False, cache=True)
 def joint_density(theta, start, size,
                   prior_mean, prior_precision, prior_log_norm, group_sd_scale,
                   tumour_centred, centre_centred, tumour_irae_centred, organ_centred,
@@ -172,6 +208,11 @@ def joint_density(theta, start, size,
                   events_tumour, events_centre,
                   pattern_x_irae, pattern_tumour_idx, pattern_organ_idx, pattern_counts):
     """Log density and its gradient with respect to the parameter vector ``theta``.
+
+    Declared ``fastmath=False``: without an explicit value Numba lets the kernel inherit
+    fast-math from its caller (PyTensor's graph code, by default), which broke
+    :func:`rechallenge.vector_exp.exp` and made the sums thread-dependent. (Declaring it
+    on the helpers too doubled the kernel's time; they inherit it from here.)
 
     ``theta`` holds the model's free parameters on the unconstrained scale; block ``j``
     of :data:`PARAMETERS` is ``theta[start[j]:start[j] + size[j]]`` (size 0: absent).
@@ -253,28 +294,36 @@ def joint_density(theta, start, size,
     w = np.zeros(n_patterns)
     v = np.zeros(n_patterns)
     shift = LOG_LOG2 - k * lm
+    # Exponentials in loops of their own, so that they vectorise (rechallenge.vector_exp).
+    tau = np.empty(log_time.shape[0])
     for i in range(log_time.shape[0]):
-        tau = math.exp(k * log_time[i] + shift)
+        tau[i] = vexp(k * log_time[i] + shift)
+    for i in range(log_time.shape[0]):
         p = patient_pfs2_pattern[i]
-        w[p] += tau
-        v[p] += tau * log_time[i]
+        w[p] += tau[i]
+        v[p] += tau[i] * log_time[i]
     cum_total = 0.0
     cum_log_time = 0.0
     # The pattern loops here and in the irAE part are written out on purpose: moving the
     # linear predictor and its gradient scatter into shared helpers doubled the kernel's
     # time (8.4 -> 16.8 µs at 300 patients, with or without inline="always").
+    eta = np.empty(n_patterns)
     for p in range(n_patterns):
-        eta = 0.0
+        total = 0.0
         for j in range(n_hr):
-            eta += pfs2_pattern_x_pfs2[p, j] * log_hr[j]
+            total += pfs2_pattern_x_pfs2[p, j] * log_hr[j]
         if u_t.shape[0]:
-            eta += u_t[pfs2_pattern_tumour_idx[p]]
+            total += u_t[pfs2_pattern_tumour_idx[p]]
         if u_c.shape[0]:
-            eta += u_c[pfs2_pattern_centre_idx[p]]
-        e = math.exp(eta)
-        cum = e * w[p]
+            total += u_c[pfs2_pattern_centre_idx[p]]
+        eta[p] = total
+    hazard_ratio = np.empty(n_patterns)
+    for p in range(n_patterns):
+        hazard_ratio[p] = vexp(eta[p])
+    for p in range(n_patterns):
+        cum = hazard_ratio[p] * w[p]
         cum_total += cum
-        cum_log_time += e * v[p]
+        cum_log_time += hazard_ratio[p] * v[p]
         for j in range(n_hr):
             g_hr[j] -= cum * pfs2_pattern_x_pfs2[p, j]
         if u_t.shape[0]:
@@ -289,22 +338,36 @@ def joint_density(theta, start, size,
     g_uti = np.zeros(u_ti.shape[0])
     g_uo = np.zeros(u_o.shape[0])
     if has_irae:
-        for p in range(pattern_counts.shape[0]):
-            zeta = 0.0
+        n_irae_patterns = pattern_counts.shape[0]
+        zeta = np.empty(n_irae_patterns)
+        for p in range(n_irae_patterns):
+            total = 0.0
             for j in range(n_or):
-                zeta += pattern_x_irae[p, j] * log_or[j]
+                total += pattern_x_irae[p, j] * log_or[j]
             if u_ti.shape[0]:
-                zeta += u_ti[pattern_tumour_idx[p]]
+                total += u_ti[pattern_tumour_idx[p]]
             if u_o.shape[0]:
-                zeta += u_o[pattern_organ_idx[p]]
+                total += u_o[pattern_organ_idx[p]]
+            zeta[p] = total
+        e_any = np.empty(n_irae_patterns)
+        e_severe = np.empty(n_irae_patterns)
+        for p in range(n_irae_patterns):
+            e_any[p] = vexp(-abs(a + zeta[p]))
+            e_severe[p] = vexp(-abs(b + zeta[p]))
+        product, exponent2, log_rest = 1.0, 0, 0.0
+        for p in range(n_irae_patterns):
             n0 = pattern_counts[p, 0]
             n1 = pattern_counts[p, 1]
             n2 = pattern_counts[p, 2]
-            lp_f, g_zeta = _logit_stage(a + zeta, n0 + n1 + n2, n0)
+            lp_f, g_zeta = _logit_stage(a + zeta[p], e_any[p], n0 + n1 + n2, n0)
+            product, exponent2, log_rest = _times_power(product, exponent2, log_rest, 1.0 + e_any[p],
+                                                        n0 + n1 + n2)
             logp += lp_f
             g_a += g_zeta
             if n1 + n2 > 0.0:  # patients who reach the second stage
-                lp_s, g_sv = _logit_stage(b + zeta, n1 + n2, n1)
+                lp_s, g_sv = _logit_stage(b + zeta[p], e_severe[p], n1 + n2, n1)
+                product, exponent2, log_rest = _times_power(product, exponent2, log_rest,
+                                                            1.0 + e_severe[p], n1 + n2)
                 logp += lp_s
                 g_b += g_sv
                 g_zeta += g_sv
@@ -314,6 +377,7 @@ def joint_density(theta, start, size,
                 g_uti[pattern_tumour_idx[p]] += g_zeta
             if u_o.shape[0]:
                 g_uo[pattern_organ_idx[p]] += g_zeta
+        logp -= math.log(product) + exponent2 * LOG_2 + log_rest
 
     # ---- chain rule to (z, log σ), with the log-σ Jacobians ---------------------------
     gs_t = _chain(g_ut, z_t, s_t, tumour_centred, gz_t, gs_t)
@@ -366,7 +430,21 @@ class FusedDensity(Op):
 fused_density = FusedDensity()
 
 
+def kernel_source_key() -> int:
+    """An integer that changes whenever the kernel's source code changes.
+
+    PyTensor caches compiled Numba graphs on disk under a key made of the Op's type and
+    properties only, so without this salt an edited (or upgraded) kernel would keep
+    running the previously compiled one (observed: the first version of the vectorised
+    exponentials was never executed).
+    """
+    digest = hashlib.sha256()
+    for path in (Path(__file__), Path(vector_exp.__file__)):
+        digest.update(path.read_bytes())
+    return int(digest.hexdigest()[:15], 16)
+
+
 @register_funcify_default_op_cache_key(FusedDensity)
 def _numba_fused_density(op, node=None, **kwargs):
-    """The Numba implementation: the kernel itself."""
-    return joint_density
+    """The Numba implementation: the kernel itself, salted with :func:`kernel_source_key`."""
+    return joint_density, kernel_source_key()

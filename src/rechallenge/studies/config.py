@@ -18,7 +18,7 @@ every replicate), **E**\\ stimands (:class:`Estimand`, e.g. ``log_hr[tfi_le6]``)
       literature: {priors: literature}
       vague: {priors: vague}
       robust: {priors: robust, robust_weight: 0.5}
-    sampler: {draws: 500, tune: 500, chains: 4}     # defaults for every method
+    sampler: {draws: 1000, tune: 1000, chains: 4}   # defaults for every method
     performance: {exclude_unreliable: false}
     sample_size: {scenario: base, n: [50, 100, 200, 400], estimand: "log_hr[tfi_le6]",
                   method: literature, target: 0.8}   # nested: true (default) = the first n
@@ -122,15 +122,22 @@ class Scenario:
 
 @dataclass(frozen=True)
 class Method:
-    """An analysis: prior set, model specification and sampler settings."""
+    """An analysis: prior set, model specification and sampler settings.
+
+    The sampler defaults are those of :func:`rechallenge.fit.fit` (4 chains × 1,000 draws
+    after 1,000 tuning), so that replicates pass the same convergence gate. Measured on 24
+    cohorts of 300 patients (2026-11-22): 24 of 24 fits reliable, against 21 of 24 with
+    300 tuning and 1,000 draws and 8 of 24 with 500 + 500 (the previous default; max R-hat
+    > 1.01 in 14 of 24).
+    """
 
     name: str
     priors: str = "literature"
     robust_weight: float = 0.5
     spec: str | Mapping[str, Any] = "literature"
     sampler: str = "nutpie"
-    draws: int = 500
-    tune: int = 500
+    draws: int = 1000
+    tune: int = 1000
     chains: int = 4
 
 
@@ -285,8 +292,8 @@ def _method(name: str, raw: Any, defaults: Mapping[str, Any]) -> Method:
     _check_keys(d, ("priors", "robust_weight", "spec") + SAMPLER_KEYS, where)
     m = Method(name=name, priors=str(d.get("priors", "literature")),
                robust_weight=float(d.get("robust_weight", 0.5)), spec=d.get("spec", "literature"),
-               sampler=str(d.get("sampler", "nutpie")), draws=_int(d.get("draws", 500), f"{where}.draws", 1),
-               tune=_int(d.get("tune", 500), f"{where}.tune", 0),
+               sampler=str(d.get("sampler", "nutpie")), draws=_int(d.get("draws", Method.draws), f"{where}.draws", 1),
+               tune=_int(d.get("tune", Method.tune), f"{where}.tune", 0),
                chains=_int(d.get("chains", 4), f"{where}.chains", 1))
     if m.priors not in PRIOR_CHOICES and not Path(m.priors).exists():
         raise StudyConfigError(f"{where}.priors: one of {PRIOR_CHOICES} or a prior-set file, got {m.priors!r}")
