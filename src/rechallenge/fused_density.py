@@ -167,13 +167,6 @@ def vexp(x: float) -> float:
     return x if x != x else y
 
 
-@numba.njit(fastmath=False, cache=True)
-def exp_into(x: np.ndarray, out: np.ndarray) -> None:
-    """``out[i] = vexp(x[i])`` (the kernel's loops inline :func:`vexp` the same way; for tests)."""
-    for i in range(x.shape[0]):
-        out[i] = vexp(x[i])
-
-
 @numba.njit(cache=True)
 def _mixture(x, mean, precision, log_norm):
     """``(log p(x), d log p / dx)`` of a normal mixture; ``log_norm = log w − log s − ½log 2π``."""

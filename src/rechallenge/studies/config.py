@@ -290,11 +290,12 @@ def _method(name: str, raw: Any, defaults: Mapping[str, Any]) -> Method:
     where = f"methods.{name}"
     d = {**defaults, **_mapping(raw, where)}
     _check_keys(d, ("priors", "robust_weight", "spec") + SAMPLER_KEYS, where)
-    m = Method(name=name, priors=str(d.get("priors", "literature")),
-               robust_weight=float(d.get("robust_weight", 0.5)), spec=d.get("spec", "literature"),
-               sampler=str(d.get("sampler", "nutpie")), draws=_int(d.get("draws", Method.draws), f"{where}.draws", 1),
+    m = Method(name=name, priors=str(d.get("priors", Method.priors)),
+               robust_weight=float(d.get("robust_weight", Method.robust_weight)), spec=d.get("spec", Method.spec),
+               sampler=str(d.get("sampler", Method.sampler)),
+               draws=_int(d.get("draws", Method.draws), f"{where}.draws", 1),
                tune=_int(d.get("tune", Method.tune), f"{where}.tune", 0),
-               chains=_int(d.get("chains", 4), f"{where}.chains", 1))
+               chains=_int(d.get("chains", Method.chains), f"{where}.chains", 1))
     if m.priors not in PRIOR_CHOICES and not Path(m.priors).exists():
         raise StudyConfigError(f"{where}.priors: one of {PRIOR_CHOICES} or a prior-set file, got {m.priors!r}")
     if not 0 <= m.robust_weight <= 1:
