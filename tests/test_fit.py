@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from rechallenge.errors import RechallengeError
-from rechallenge.fit import (TARGET_ACCEPT, TARGET_ACCEPT_HIGH, UnreliableFitWarning,
+from rechallenge.fit import (TARGET_ACCEPT, TARGET_ACCEPT_FUSED, TARGET_ACCEPT_HIGH, UnreliableFitWarning,
                              default_target_accept, fit, is_reliable)
 from rechallenge.fitio import load, save
 from rechallenge.priors import literature_priors
@@ -213,6 +213,9 @@ def test_target_accept_default_depends_on_imputation_and_can_be_set():
     centred = prepare_data(validate_cohort(frame.dropna(subset=["nlr"]), required=required),
                            spec.replace(centred_min_patients=int(nsclc)))
     assert default_target_accept(centred) == TARGET_ACCEPT_HIGH
+    # the fused density has its own (its parameterisation has no funnel); prior-only fits are never fused
+    assert default_target_accept(centred, fused=True) == TARGET_ACCEPT_FUSED < TARGET_ACCEPT
+    assert default_target_accept(complete, prior_only=True, fused=True) == TARGET_ACCEPT
     kwargs = dict(draws=30, tune=30, chains=1, seed=2, progressbar=False, log_likelihood=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnreliableFitWarning)

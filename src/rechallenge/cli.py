@@ -190,8 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--chains", type=int, default=4)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--target-accept", type=float, default=None,
-                   help="NUTS step-size adaptation target in (0, 1) (default: 0.9, or 0.95 when "
-                        "covariates are imputed or a group effect is centred)")
+                   help="NUTS step-size adaptation target in (0, 1) (default: 0.8 when nutpie "
+                        "samples the fused density, i.e. Weibull without cure fraction and complete "
+                        "covariates; otherwise 0.9, or 0.95 when covariates are imputed or a group "
+                        "effect is centred)")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     f.add_argument("--strict", action="store_true", help="exit with code 3 when the fit is unreliable")
     f.set_defaults(func=_cmd_fit)

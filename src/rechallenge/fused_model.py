@@ -60,6 +60,59 @@ def prior_table(data: ModelData, priors: PriorSet) -> dict[str, np.ndarray]:
 #: Name of the fused model's single free variable: all parameters, unconstrained, joined.
 FUSED_VECTOR = "fused_parameters"
 
+#: Arrays of the sampling parameterisation (see :mod:`rechallenge.fused_density`), per
+#: group effect: the information ``I_g`` about each level's effect and the weight of each
+#: level in the centred intercept.
+FUSED_GROUP_INPUTS = {"tumour_effect": ("tumour_information", "tumour_weight"),
+                      "centre_effect": ("centre_information", "centre_weight"),
+                      "tumour_effect_irae": ("tumour_irae_information", "tumour_irae_weight"),
+                      "organ_effect": ("organ_information", "organ_weight")}
+#: The centred-form flags: read by the fused model's deterministics (the reference's
+#: ``z`` is the effect itself where centred), not by the kernel.
+_FLAGS = tuple(flag for _, flag, _ in GROUP_INPUTS.values())
+
+
+def sampling_inputs(data: ModelData) -> dict[str, np.ndarray]:
+    r"""Every data array of the sampled model: :func:`rechallenge.model.model_inputs`
+    plus, in the fast form, the constants of the fused sampling parameterisation.
+
+    PFS2 (weights over events, :math:`D = \sum_i d_i`): :math:`\bar x = \sum_i d_i x_i / D`,
+    level weights :math:`D_g/D` and information :math:`I_g = D_g` (the Fisher
+    information about a log-hazard shift of level g is its number of events). irAE
+    (weights over assessed patients, :math:`N`): :math:`\bar x = \sum_p N_p x_p / N`,
+    level weights :math:`N_g/N`, and
+    :math:`I_g = \sum_{p∈g} N_p q_1(1 − q_1) + M_p q_2(1 − q_2)` with :math:`M_p` the
+    patients of pattern p with any irAE and :math:`q_1, q_2` the cohort's smoothed
+    any-grade and grade ≥3-given-any proportions (the binomial information of the two
+    logit stages). These only precondition the sampler: the posterior does not depend
+    on them.
+    """
+    out = model_inputs(data)
+    if not uses_sufficient_statistics(data):
+        return out
+    n_levels = {dim: len(levels) for dim, levels in data.levels.items()}
+    events = max(float(out["events"]), 1.0)
+    out["pfs2_mean_x"] = out["events_x_pfs2"] / events
+    for effect, counts in (("tumour_effect", out["events_tumour"]), ("centre_effect", out["events_centre"])):
+        information, weight = FUSED_GROUP_INPUTS[effect]
+        out[information] = np.asarray(counts, dtype=float)
+        out[weight] = np.asarray(counts, dtype=float) / events
+    if data.spec.has_irae and "pattern_counts" in out:
+        x, counts = out["pattern_x_irae"], out["pattern_counts"]
+        patients, reached = counts.sum(axis=1), counts[:, 1] + counts[:, 2]
+        total = counts.sum(axis=0)
+        q_any = (total[1] + total[2] + 0.5) / (total.sum() + 1.0)
+        q_severe = (total[2] + 0.5) / (total[1] + total[2] + 1.0)
+        information = patients * q_any * (1 - q_any) + reached * q_severe * (1 - q_severe)
+        assessed = max(float(patients.sum()), 1.0)
+        out["irae_mean_x"] = patients @ x / assessed
+        for effect, idx, dim in (("tumour_effect_irae", out["pattern_tumour_idx"], "tumour_type"),
+                                 ("organ_effect", out["pattern_organ_idx"], "prior_irae_organ")):
+            info_name, weight_name = FUSED_GROUP_INPUTS[effect]
+            out[info_name] = np.bincount(idx, weights=information, minlength=n_levels[dim])
+            out[weight_name] = np.bincount(idx, weights=patients, minlength=n_levels[dim]) / assessed
+    return out
+
 
 def parameter_layout(reference: pm.Model) -> dict[str, tuple[int, int, tuple[int, ...], bool]]:
     """Where each free parameter of the reference model sits in the fused vector:
@@ -77,17 +130,45 @@ def parameter_layout(reference: pm.Model) -> dict[str, tuple[int, int, tuple[int
     return layout
 
 
-def fused_point(reference: pm.Model, point: dict[str, np.ndarray]) -> np.ndarray:
-    """A point of the reference model (its value variables) as the fused vector."""
-    return np.concatenate([np.ravel(point[reference.rvs_to_values[rv].name]) for rv in reference.free_RVs])
+def _present_groups(layout) -> list[tuple[str, str, str]]:
+    """``(sd name, effect name, outcome)`` of the group effects the model has."""
+    return [(sd, effect, outcome) for sd, outcome, _, effect, _ in GROUP_EFFECTS if effect + "_z" in layout]
+
+
+def fused_point(reference: pm.Model, point: dict[str, np.ndarray], data: ModelData) -> np.ndarray:
+    """A point of the reference model (its value variables: σ as log σ) as the fused
+    vector, in the sampling parameterisation of :mod:`rechallenge.fused_density`:
+    ``s = σ``, ``z' = u c / σ``, ``log m' = log m − shift/k``, ``a' = a + shift``,
+    ``b' = b + shift`` (the inverse of the fused model's deterministics)."""
+    arrays = sampling_inputs(data)
+    values = {rv.name: np.asarray(point[reference.rvs_to_values[rv].name], dtype=float)
+              for rv in reference.free_RVs}
+    out = dict(values)
+    shift = {"pfs2": float(arrays["pfs2_mean_x"] @ values["log_hr"]),
+             "irae": float(arrays["irae_mean_x"] @ values["log_or"]) if "log_or" in values else 0.0}
+    for sd, effect, outcome in _present_groups(values):
+        information, weight = (arrays[name] for name in FUSED_GROUP_INPUTS[effect])
+        sigma, z = np.exp(values[sd]), values[effect + "_z"]
+        u = np.where(arrays[GROUP_INPUTS[effect][1]] != 0, z, sigma * z)
+        out[sd] = sigma
+        out[effect + "_z"] = u * np.sqrt(1.0 + sigma ** 2 * information) / sigma
+        shift[outcome] += float(weight @ u)
+    out["log_median"] = values["log_median"] - shift["pfs2"] / np.exp(values["log_shape"])
+    for name in ("irae_a_any", "irae_b_severe"):
+        if name in values:
+            out[name] = values[name] + shift["irae"]
+    return np.concatenate([np.ravel(out[rv.name]) for rv in reference.free_RVs])
 
 
 def build_fused_model(data: ModelData, priors: PriorSet, reference: pm.Model | None = None) -> pm.Model:
     """The fused twin of ``build_model(data, priors)`` (see module docstring).
 
-    Its one free variable, :data:`FUSED_VECTOR`, joins the reference model's value
-    variables (group SDs as log σ) in the reference's order, with the same initial value;
-    each reference parameter is a deterministic of it under its own name and dims.
+    Its one free variable, :data:`FUSED_VECTOR`, joins the model's parameters in the
+    reference's order, in the sampling parameterisation of
+    :mod:`rechallenge.fused_density` (folded group SDs, information-scaled deviates,
+    centred intercepts), starting at the reference's initial point; each reference
+    parameter is a deterministic of it under its own name and dims, on the reference's
+    scale (σ, the reference's ``z``, ``log m``, ``a``, ``b``).
 
     Parameters
     ----------
@@ -111,7 +192,7 @@ def build_fused_model(data: ModelData, priors: PriorSet, reference: pm.Model | N
         raise ValueError(f"the fused density does not cover parameters {sorted(unknown)} "
                          f"or log-scale parameters {sorted(logged)}")
     dims = reference.named_vars_to_dims
-    arrays = model_inputs(data)
+    arrays = sampling_inputs(data)
     constants = prior_table(data, priors)
     start = np.zeros(len(PARAMETERS), dtype=np.int64)
     size = np.zeros(len(PARAMETERS), dtype=np.int64)
@@ -119,19 +200,34 @@ def build_fused_model(data: ModelData, priors: PriorSet, reference: pm.Model | N
         if name in layout:
             start[j], size[j] = layout[name][:2]
     with pm.Model(coords=reference.coords, check_bounds=False) as model:
-        initial = fused_point(reference, reference.initial_point())
+        initial = fused_point(reference, reference.initial_point(), data)
         theta = pm.Flat(FUSED_VECTOR, shape=initial.shape, initval=initial)
-        params: dict[str, pt.TensorVariable] = {}
-        for name, (first, length, shape, logged) in layout.items():
-            block = theta[first:first + length].reshape(shape)
-            params[name] = pm.Deterministic(name, pt.exp(block) if logged else block, dims=dims.get(name))
+        raw = {name: theta[first:first + length].reshape(shape)
+               for name, (first, length, shape, _) in layout.items()}
         used = _used_data(data)
-        inputs = {name: pm.Data(name, arrays[name]) for name in DATA if name in used}
-        for sd_var, _, _, effect, dim in GROUP_EFFECTS:
-            if effect + "_z" in params:
-                sigma, z = params[sd_var], params[effect + "_z"]
-                scale = pt.switch(inputs[GROUP_INPUTS[effect][1]], sigma, 1.0)
-                pm.Deterministic(effect, z * sigma / scale, dims=dim)
+        inputs = {name: pm.Data(name, arrays[name]) for name in (*DATA, *_FLAGS) if name in used}
+        params: dict[str, pt.TensorVariable] = {}
+        effects: dict[str, pt.TensorVariable] = {}
+        shift = {"pfs2": pt.dot(inputs["pfs2_mean_x"], raw["log_hr"]), "irae": 0.0}
+        if spec.has_irae:
+            shift["irae"] = pt.dot(inputs["irae_mean_x"], raw["log_or"])
+        for sd, effect, outcome in _present_groups(layout):
+            information, weight = (inputs[name] for name in FUSED_GROUP_INPUTS[effect])
+            s, z = raw[sd], raw[effect + "_z"]
+            c = pt.sqrt(1.0 + s ** 2 * information)
+            effects[effect] = s * z / c
+            params[sd] = pt.abs(s)
+            params[effect + "_z"] = pt.switch(inputs[GROUP_INPUTS[effect][1]], effects[effect], pt.sign(s) * z / c)
+            shift[outcome] = shift[outcome] + pt.dot(weight, effects[effect])
+        params["log_median"] = raw["log_median"] + shift["pfs2"] / pt.exp(raw["log_shape"])
+        for name in ("irae_a_any", "irae_b_severe"):
+            if name in raw:
+                params[name] = raw[name] - shift["irae"]
+        for name in layout:
+            pm.Deterministic(name, params.get(name, raw[name]), dims=dims.get(name))
+        for _, _, _, effect, dim in GROUP_EFFECTS:
+            if effect in effects:
+                pm.Deterministic(effect, effects[effect], dims=dim)
         if spec.has_irae:
             p_any, p_sev = loglik.irae_probabilities(pt, params["irae_a_any"], params["irae_b_severe"], 0.0)
             pm.Deterministic("irae_p_any_ref", p_any)
@@ -148,21 +244,22 @@ def build_fused_model(data: ModelData, priors: PriorSet, reference: pm.Model | N
     return model
 
 
+
 def _used_data(data: ModelData) -> set[str]:
     """Cohort arrays the kernel reads for this specification."""
     spec = data.spec
     used = {"events", "events_x_pfs2", "events_log_time", "log_time", "patient_pfs2_pattern",
-            "pfs2_pattern_x_pfs2"}
+            "pfs2_pattern_x_pfs2", "pfs2_mean_x"}
     if "tumour_type" in spec.pfs2_groups:
-        used |= {"tumour_centred", "pfs2_pattern_tumour_idx", "events_tumour"}
+        used |= {"tumour_centred", "pfs2_pattern_tumour_idx", "events_tumour", *FUSED_GROUP_INPUTS["tumour_effect"]}
     if "centre" in spec.pfs2_groups:
-        used |= {"centre_centred", "pfs2_pattern_centre_idx", "events_centre"}
+        used |= {"centre_centred", "pfs2_pattern_centre_idx", "events_centre", *FUSED_GROUP_INPUTS["centre_effect"]}
     if spec.has_irae:
-        used |= {"pattern_x_irae", "pattern_counts"}
+        used |= {"pattern_x_irae", "pattern_counts", "irae_mean_x"}
         if "tumour_type" in spec.irae_groups:
-            used |= {"tumour_irae_centred", "pattern_tumour_idx"}
+            used |= {"tumour_irae_centred", "pattern_tumour_idx", *FUSED_GROUP_INPUTS["tumour_effect_irae"]}
         if "prior_irae_organ" in spec.irae_groups:
-            used |= {"organ_centred", "pattern_organ_idx"}
+            used |= {"organ_centred", "pattern_organ_idx", *FUSED_GROUP_INPUTS["organ_effect"]}
     return used
 
 
