@@ -61,9 +61,10 @@ TARGET_ACCEPT = 0.9
 TARGET_ACCEPT_HIGH = 0.95
 #: Target of the fused density (nutpie, fast form), whose sampling parameterisation
 #: (:mod:`rechallenge.fused_density`: folded group SDs, information-scaled deviates,
-#: centred intercepts) has no funnel: 0 divergences in 24 of 24 fits of 300 patients
-#: and 4 of 4 of 3,000 at 0.8, with 10 instead of 15 leapfrog steps per draw at 0.9
-#: (measured 2026-11-22, benchmarks/RESULTS.md). 0.8 is also nutpie's and PyMC's default.
+#: centred intercepts) has no funnel. At 0.8: no divergence in 24 of 24 fits of 100 and
+#: of 300 patients and 4 of 4 of 3,000, one in 1 of 6 fits of 30,000; 10 leapfrog steps
+#: per draw at 300 patients instead of 15 at 0.9 (measured 2026-11-22,
+#: benchmarks/RESULTS.md). 0.8 is also nutpie's and PyMC's default.
 TARGET_ACCEPT_FUSED = 0.8
 SAMPLERS = ("nutpie", "pymc", "numpyro")
 
