@@ -145,12 +145,13 @@ def test_fused_fits_are_reproducible_across_compiled_model_reuse():
     model (after another cohort was swapped in) repeats the first fit exactly. The two
     chains run in parallel threads, where fast-math reassociation made the kernel's sums
     thread-dependent (this failed in about 2 of 3 runs before ``fit`` switched it off)."""
-    from rechallenge.fit import fit
+    from rechallenge.fit import TARGET_ACCEPT_FUSED, fit
 
     first, other = simulate_cohort(300, seed=41).data, simulate_cohort(300, seed=42).data
     kwargs = dict(draws=200, tune=200, chains=2, seed=3, progressbar=False, log_likelihood=False)
     a = fit(first, **kwargs)
     fit(other, **kwargs)
     b = fit(first, **kwargs)
+    assert a.attrs["target_accept"] == TARGET_ACCEPT_FUSED  # the fused path's own default
     for var in ("log_hr", "log_or", "sigma_tumour", "tumour_effect"):
         np.testing.assert_array_equal(a.posterior[var].values, b.posterior[var].values)
