@@ -347,8 +347,8 @@ def joint_density(theta, start, size,
     n_hr = log_hr.shape[0]
     n_or = log_or.shape[0]
     has_irae = size[4] > 0
-    k = math.exp(theta[start[2]])
     ls = theta[start[2]]
+    k = math.exp(ls)
 
     # ---- group effects (blocks 6..13: s, z of tumour, centre, tumour-irAE, organ) ------
     z_t, gz_t = _block(theta, start, size, 7), _block(grad, start, size, 7)

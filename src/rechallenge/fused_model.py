@@ -135,12 +135,14 @@ def _present_groups(layout) -> list[tuple[str, str, str]]:
     return [(sd, effect, outcome) for sd, outcome, _, effect, _ in GROUP_EFFECTS if effect + "_z" in layout]
 
 
-def fused_point(reference: pm.Model, point: dict[str, np.ndarray], data: ModelData) -> np.ndarray:
+def fused_point(reference: pm.Model, point: dict[str, np.ndarray], data: ModelData,
+                arrays: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """A point of the reference model (its value variables: σ as log σ) as the fused
     vector, in the sampling parameterisation of :mod:`rechallenge.fused_density`:
     ``s = σ``, ``z' = u c / σ``, ``log m' = log m − shift/k``, ``a' = a + shift``,
-    ``b' = b + shift`` (the inverse of the fused model's deterministics)."""
-    arrays = sampling_inputs(data)
+    ``b' = b + shift`` (the inverse of the fused model's deterministics).
+    ``arrays``: :func:`sampling_inputs` of ``data``, if already computed."""
+    arrays = arrays if arrays is not None else sampling_inputs(data)
     values = {rv.name: np.asarray(point[reference.rvs_to_values[rv].name], dtype=float)
               for rv in reference.free_RVs}
     out = dict(values)
@@ -200,7 +202,7 @@ def build_fused_model(data: ModelData, priors: PriorSet, reference: pm.Model | N
         if name in layout:
             start[j], size[j] = layout[name][:2]
     with pm.Model(coords=reference.coords, check_bounds=False) as model:
-        initial = fused_point(reference, reference.initial_point(), data)
+        initial = fused_point(reference, reference.initial_point(), data, arrays)
         theta = pm.Flat(FUSED_VECTOR, shape=initial.shape, initval=initial)
         raw = {name: theta[first:first + length].reshape(shape)
                for name, (first, length, shape, _) in layout.items()}
