@@ -1,4 +1,4 @@
-"""Arithmetic of the fused kernel: its vectorisable exponential and its logarithm-free sum."""
+"""Arithmetic of the fused kernel: its vectorisable exponential and logarithm, its lane sums."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rechallenge import fused_density
-from rechallenge.fused_density import _times_power, vexp
+from rechallenge.fused_density import _lane_dot, _lane_gather_sum, _lane_sum, vexp, vlog1p_unit
 
 
 @numba.njit(fastmath=False)
@@ -46,24 +46,40 @@ def test_exp_special_values():
     np.testing.assert_array_equal(got[9:], [0.0, 0.0])   # below exp(-708): flushed to zero
 
 
-@pytest.mark.parametrize("counts", ["small", "large", "fractional"])
-def test_times_power_sums_count_times_log_base(counts):
-    """log(product) + exponent2·log 2 + log_rest = Σ count·log(base), through renormalisation
-    (3,000 factors up to 2^32 each) and the large-count and non-integer paths."""
-    rng = np.random.default_rng(1)
-    base = 1.0 + rng.uniform(0, 1, 3000)
-    count = {"small": rng.integers(0, 33, 3000).astype(float),
-             "large": rng.integers(0, 200, 3000).astype(float),
-             "fractional": rng.uniform(0, 5, 3000)}[counts]
-    product, exponent2, log_rest = 1.0, 0, 0.0
-    for b, c in zip(base, count):
-        product, exponent2, log_rest = _times_power(product, exponent2, log_rest, b, c)
-        assert product < 2.0 ** 700
-    total = math.log(product) + exponent2 * math.log(2.0) + log_rest
-    expected = math.fsum(c * math.log(b) for b, c in zip(base, count))
-    assert total == pytest.approx(expected, rel=1e-13)
-    if counts == "small":
-        assert exponent2 > 0 and log_rest == 0.0
+@numba.njit(fastmath=False, error_model="numpy")
+def _log1p_into(x, out):
+    """The kernel's loop shape for ``vlog1p_unit``."""
+    for i in range(x.shape[0]):
+        out[i] = vlog1p_unit(x[i])
+
+
+def test_log1p_on_the_unit_interval_is_within_one_ulp_of_libm():
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.uniform(0, 1, 200_000), np.logspace(-300, 0, 3000),
+                        [0.0, 1.0, math.sqrt(2.0) - 1.0, np.nextafter(math.sqrt(2.0) - 1.0, 1.0), 0.5]])
+    out = np.empty_like(x)
+    _log1p_into(x, out)
+    expected = np.array([math.log1p(v) for v in x])
+    assert out[x == 0.0].tolist() == [0.0]
+    positive = x > 0
+    ulps = np.abs(out[positive] - expected[positive]) / np.spacing(expected[positive])
+    assert ulps.max() <= 1.0
+    assert ulps.mean() < 0.1
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 165, 1000])
+def test_lane_sums_equal_exact_sums(n):
+    """The fixed-lane sums agree with correctly rounded sums (math.fsum) to a few ulp, for
+    lengths below, at and above the lane count, and over any sub-range."""
+    rng = np.random.default_rng(n)
+    x, y = rng.normal(size=n), rng.normal(size=n)
+    matrix = np.stack([y, 2 * y])
+    index = rng.permutation(n)
+    lo, hi = n // 3, n
+    tol = 1e-13 * (1 + np.abs(x).sum())
+    assert _lane_sum(x, lo, hi) == pytest.approx(math.fsum(x[lo:hi]), abs=tol)
+    assert _lane_dot(matrix, 1, x, n) == pytest.approx(math.fsum(2 * y * x), abs=4 * tol)
+    assert _lane_gather_sum(x, index, lo, hi) == pytest.approx(math.fsum(x[index[lo:hi]]), abs=tol)
 
 
 def test_compiled_graph_cache_key_follows_the_kernel_source(tmp_path, monkeypatch):

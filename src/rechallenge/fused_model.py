@@ -22,7 +22,7 @@ from pymc.logprob.transforms import LogTransform
 
 from . import loglik
 from .fused_density import DATA, PARAMETERS, fused_density
-from .mixture import NormalMixture, stack_mixtures
+from .mixture import NormalMixture
 from .model import GROUP_INPUTS, build_model, model_inputs, uses_sufficient_statistics
 from .model_data import ModelData
 from .prior_draws import GROUP_EFFECTS, coefficient_priors, severe_given_any_prior
@@ -41,19 +41,35 @@ def _entry_mixture(priors: PriorSet, key: tuple[str, str]) -> NormalMixture:
 def prior_table(data: ModelData, priors: PriorSet) -> dict[str, np.ndarray]:
     """Prior constants of the kernel: one normal-mixture row per coefficient/baseline
     parameter (log-HRs, log median, log shape, then log-ORs, a, b) and the half-normal
-    scales of the four group SDs (1 where a group is absent)."""
+    scales of the four group SDs (1 where a group is absent).
+
+    Each row lists its components by decreasing weight and is padded to the longest
+    mixture with components of weight 0 (``prior_log_norm = −∞``), which the kernel
+    skips: a single normal then costs no exponential or logarithm.
+    """
     spec = data.spec
     rows = list(coefficient_priors(spec, priors, "pfs2"))
     rows += [_entry_mixture(priors, ("pfs2", "baseline_median")), _entry_mixture(priors, ("pfs2", "weibull_shape"))]
     if spec.has_irae:
         rows += list(coefficient_priors(spec, priors, "irae"))
         rows += [_entry_mixture(priors, ("irae", "baseline_any")), severe_given_any_prior(priors)]
-    w, mu, sd = stack_mixtures(rows)
+    width = max(m.n_components for m in rows)
+    mean = np.zeros((len(rows), width))
+    precision = np.ones((len(rows), width))
+    log_norm = np.full((len(rows), width), -np.inf)
+    for r, mixture in enumerate(rows):
+        order = np.argsort(-np.asarray(mixture.weights), kind="stable")
+        weights, means, sds = (np.asarray(v, dtype=float)[order] for v in
+                               (mixture.weights, mixture.means, mixture.sds))
+        n = len(order)
+        mean[r, :n] = means
+        precision[r, :n] = 1.0 / sds ** 2
+        with np.errstate(divide="ignore"):
+            log_norm[r, :n] = np.log(weights) - np.log(sds) - 0.5 * np.log(2.0 * np.pi)
     used = {"pfs2": spec.pfs2_groups, "irae": spec.irae_groups}
     scales = [priors[(outcome, key)].halfnormal_scale if dim in used[outcome] else 1.0
               for _, outcome, key, _, dim in GROUP_EFFECTS]
-    return {"prior_mean": mu, "prior_precision": 1.0 / sd ** 2,
-            "prior_log_norm": np.log(w) - np.log(sd) - 0.5 * np.log(2.0 * np.pi),
+    return {"prior_mean": mean, "prior_precision": precision, "prior_log_norm": log_norm,
             "group_sd_scale": np.asarray(scales, dtype=float)}
 
 
@@ -70,6 +86,16 @@ FUSED_GROUP_INPUTS = {"tumour_effect": ("tumour_information", "tumour_weight"),
 #: The centred-form flags: read by the fused model's deterministics (the reference's
 #: ``z`` is the effect itself where centred), not by the kernel.
 _FLAGS = tuple(flag for _, flag, _ in GROUP_INPUTS.values())
+
+
+def patterns_by_level(level: np.ndarray, n_levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """The patterns of each level of a group: ``(patterns, offsets)`` such that
+    ``patterns[offsets[g]:offsets[g + 1]]`` are the patterns p with ``level[p] == g``
+    (in increasing order), so the kernel sums over a level without scattering."""
+    level = np.asarray(level, dtype=np.int64)
+    patterns = np.argsort(level, kind="stable").astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(level, minlength=n_levels))]).astype(np.int64)
+    return patterns, offsets
 
 
 def sampling_inputs(data: ModelData) -> dict[str, np.ndarray]:
@@ -91,6 +117,18 @@ def sampling_inputs(data: ModelData) -> dict[str, np.ndarray]:
     if not uses_sufficient_statistics(data):
         return out
     n_levels = {dim: len(levels) for dim, levels in data.levels.items()}
+    # The kernel's layouts (fused_density.joint_density): covariates by row, counts by
+    # outcome, and each group's patterns listed level by level.
+    out["pfs2_pattern_x_by_covariate"] = np.ascontiguousarray(out["pfs2_pattern_x_pfs2"].T)
+    for prefix, index, dim in (("pfs2_tumour", "pfs2_pattern_tumour_idx", "tumour_type"),
+                               ("pfs2_centre", "pfs2_pattern_centre_idx", "centre"),
+                               ("irae_tumour", "pattern_tumour_idx", "tumour_type"),
+                               ("organ", "pattern_organ_idx", "prior_irae_organ")):
+        if index in out and dim in n_levels:
+            out[prefix + "_patterns"], out[prefix + "_offsets"] = patterns_by_level(out[index], n_levels[dim])
+    if "pattern_counts" in out:
+        out["pattern_counts_by_outcome"] = np.ascontiguousarray(out["pattern_counts"].T)
+        out["pattern_x_irae_by_covariate"] = np.ascontiguousarray(out["pattern_x_irae"].T)
     events = max(float(out["events"]), 1.0)
     out["pfs2_mean_x"] = out["events_x_pfs2"] / events
     for effect, counts in (("tumour_effect", out["events_tumour"]), ("centre_effect", out["events_centre"])):
@@ -251,26 +289,32 @@ def _used_data(data: ModelData) -> set[str]:
     """Cohort arrays the kernel reads for this specification."""
     spec = data.spec
     used = {"events", "events_x_pfs2", "events_log_time", "log_time", "patient_pfs2_pattern",
-            "pfs2_pattern_x_pfs2", "pfs2_mean_x"}
+            "pfs2_pattern_x_by_covariate", "pfs2_mean_x"}
     if "tumour_type" in spec.pfs2_groups:
-        used |= {"tumour_centred", "pfs2_pattern_tumour_idx", "events_tumour", *FUSED_GROUP_INPUTS["tumour_effect"]}
+        used |= {"tumour_centred", "pfs2_pattern_tumour_idx", "events_tumour", "pfs2_tumour_patterns",
+                 "pfs2_tumour_offsets", *FUSED_GROUP_INPUTS["tumour_effect"]}
     if "centre" in spec.pfs2_groups:
-        used |= {"centre_centred", "pfs2_pattern_centre_idx", "events_centre", *FUSED_GROUP_INPUTS["centre_effect"]}
+        used |= {"centre_centred", "pfs2_pattern_centre_idx", "events_centre", "pfs2_centre_patterns",
+                 "pfs2_centre_offsets", *FUSED_GROUP_INPUTS["centre_effect"]}
     if spec.has_irae:
-        used |= {"pattern_x_irae", "pattern_counts", "irae_mean_x"}
+        used |= {"pattern_x_irae_by_covariate", "pattern_counts_by_outcome", "irae_mean_x"}
         if "tumour_type" in spec.irae_groups:
-            used |= {"tumour_irae_centred", "pattern_tumour_idx", *FUSED_GROUP_INPUTS["tumour_effect_irae"]}
+            used |= {"tumour_irae_centred", "pattern_tumour_idx", "irae_tumour_patterns", "irae_tumour_offsets",
+                     *FUSED_GROUP_INPUTS["tumour_effect_irae"]}
         if "prior_irae_organ" in spec.irae_groups:
-            used |= {"organ_centred", "pattern_organ_idx", *FUSED_GROUP_INPUTS["organ_effect"]}
+            used |= {"organ_centred", "pattern_organ_idx", "organ_patterns", "organ_offsets",
+                     *FUSED_GROUP_INPUTS["organ_effect"]}
     return used
 
 
 def _placeholder(name: str) -> np.ndarray:
     """An empty stand-in for a data array of an absent part (never read by the kernel)."""
-    if name in ("pfs2_pattern_tumour_idx", "pfs2_pattern_centre_idx", "pattern_tumour_idx", "pattern_organ_idx"):
+    if name.endswith(("_idx", "_patterns")):
         return np.zeros(0, dtype=np.int64)
-    if name == "pattern_counts":
-        return np.zeros((0, 3))
-    if name == "pattern_x_irae":
+    if name.endswith("_offsets"):
+        return np.zeros(1, dtype=np.int64)
+    if name == "pattern_counts_by_outcome":
+        return np.zeros((3, 0))
+    if name == "pattern_x_irae_by_covariate":
         return np.zeros((0, 0))
     return np.zeros(0)
