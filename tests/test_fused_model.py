@@ -22,7 +22,7 @@ SPECS = {
     "no_groups": ({"pfs2_groups": [], "irae_groups": []}, {}),
     "organ_only": ({"irae_groups": ["prior_irae_organ"], "pfs2_groups": []}, {}),
     "extra_columns": ({"extra": {"age": "continuous", "smoker": "binary"}}, {}),
-    # irAE patterns with > 32 patients and > 2^600 in the running product (_times_power)
+    # 4,000 patients: irAE patterns with many patients each, long lane sums
     "large_cohort": ({}, {"n": 4000}),
 }
 

@@ -73,12 +73,12 @@ def test_lane_sums_equal_exact_sums(n):
     lengths below, at and above the lane count, and over any sub-range."""
     rng = np.random.default_rng(n)
     x, y = rng.normal(size=n), rng.normal(size=n)
-    matrix = np.stack([y, 2 * y])
+    matrix = np.concatenate([y, 2 * y])  # two rows, flattened
     index = rng.permutation(n)
     lo, hi = n // 3, n
     tol = 1e-13 * (1 + np.abs(x).sum())
     assert _lane_sum(x, lo, hi) == pytest.approx(math.fsum(x[lo:hi]), abs=tol)
-    assert _lane_dot(matrix, 1, x, n) == pytest.approx(math.fsum(2 * y * x), abs=4 * tol)
+    assert _lane_dot(matrix, n, x, n) == pytest.approx(math.fsum(2 * y * x), abs=4 * tol)
     assert _lane_gather_sum(x, index, lo, hi) == pytest.approx(math.fsum(x[index[lo:hi]]), abs=tol)
 
 
@@ -91,3 +91,25 @@ def test_compiled_graph_cache_key_follows_the_kernel_source(tmp_path, monkeypatc
     edited.write_bytes(open(fused_density.__file__, "rb").read() + b"# edited\n")
     monkeypatch.setattr(fused_density, "__file__", str(edited))
     assert fused_density.kernel_source_key() != key
+
+
+@numba.njit
+def _unpack(reals, integers, real_index, integer_index):
+    values, columns = fused_density._real(reals, integers, real_index)
+    return values.copy(), columns, fused_density._integer(integers, integer_index).copy()
+
+
+def test_packed_cohort_arrays_read_back_as_packed():
+    """Every array of pack_cohort_arrays reads back (flattened, with its column count)."""
+    rng = np.random.default_rng(3)
+    arrays = {name: rng.normal(size=(2, 5) if name.endswith(("by_covariate", "by_outcome")) else (i % 4,))
+              for i, name in enumerate(fused_density.REAL_ARRAYS)}
+    arrays["events"] = np.array(7.0)
+    arrays.update({name: rng.integers(0, 9, size=i) for i, name in enumerate(fused_density.INTEGER_ARRAYS)})
+    reals, integers = fused_density.pack_cohort_arrays(arrays)
+    for i, name in enumerate(fused_density.REAL_ARRAYS):
+        values, columns, _ = _unpack(reals, integers, i, 0)
+        np.testing.assert_array_equal(values, np.ravel(arrays[name]))
+        assert columns == (np.shape(arrays[name])[1] if np.ndim(arrays[name]) == 2 else 0)
+    for i, name in enumerate(fused_density.INTEGER_ARRAYS):
+        np.testing.assert_array_equal(_unpack(reals, integers, 0, i)[2], arrays[name])

@@ -121,17 +121,53 @@ LOG_2 = math.log(2.0)
 PARAMETERS = ("log_hr", "log_median", "log_shape", "log_or", "irae_a_any", "irae_b_severe",
               "sigma_tumour", "tumour_effect_z", "sigma_centre", "centre_effect_z",
               "sigma_tumour_irae", "tumour_effect_irae_z", "sigma_organ", "organ_effect_z")
-#: Data inputs, in order (constants of the prior, then cohort arrays named as in
-#: :func:`rechallenge.fused_model.sampling_inputs`).
-DATA = ("prior_mean", "prior_precision", "prior_log_norm", "group_sd_scale",
-        "tumour_information", "centre_information", "tumour_irae_information", "organ_information",
-        "events", "events_x_pfs2", "events_log_time", "log_time", "patient_pfs2_pattern",
-        "pfs2_pattern_x_by_covariate", "pfs2_pattern_tumour_idx", "pfs2_pattern_centre_idx",
-        "pfs2_tumour_patterns", "pfs2_tumour_offsets", "pfs2_centre_patterns", "pfs2_centre_offsets",
-        "events_tumour", "events_centre",
-        "pattern_x_irae_by_covariate", "pattern_tumour_idx", "pattern_organ_idx", "pattern_counts_by_outcome",
-        "irae_tumour_patterns", "irae_tumour_offsets", "organ_patterns", "organ_offsets",
-        "pfs2_mean_x", "tumour_weight", "centre_weight", "irae_mean_x", "tumour_irae_weight", "organ_weight")
+#: Constants of the prior (fixed for a prior set: compiled into the graph).
+PRIOR_INPUTS = ("prior_mean", "prior_precision", "prior_log_norm", "group_sd_scale")
+#: Cohort arrays with real values, as named in
+#: :func:`rechallenge.fused_model.sampling_inputs`, in the order of :func:`pack_cohort_arrays`.
+REAL_ARRAYS = ("tumour_information", "centre_information", "tumour_irae_information", "organ_information",
+               "events", "events_x_pfs2", "events_log_time", "log_time",
+               "pfs2_pattern_x_by_covariate", "events_tumour", "events_centre",
+               "pattern_x_irae_by_covariate", "pattern_counts_by_outcome",
+               "pfs2_mean_x", "tumour_weight", "centre_weight",
+               "irae_mean_x", "tumour_irae_weight", "organ_weight")
+#: Cohort arrays of indices, likewise.
+INTEGER_ARRAYS = ("patient_pfs2_pattern", "pfs2_pattern_tumour_idx", "pfs2_pattern_centre_idx",
+                  "pfs2_tumour_patterns", "pfs2_tumour_offsets", "pfs2_centre_patterns", "pfs2_centre_offsets",
+                  "pattern_tumour_idx", "pattern_organ_idx",
+                  "irae_tumour_patterns", "irae_tumour_offsets", "organ_patterns", "organ_offsets")
+#: Every data input of the kernel, by name.
+DATA = PRIOR_INPUTS + REAL_ARRAYS + INTEGER_ARRAYS
+#: Header entries per packed array: offset, length, columns (0 for a vector).
+_HEADER_WIDTH = 3
+
+
+def pack_cohort_arrays(arrays) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel's cohort arrays as two vectors: ``(reals, integers)``.
+
+    ``reals`` joins :data:`REAL_ARRAYS` (flattened in C order); ``integers`` starts with a
+    header of (offset, length, columns) per array of :data:`REAL_ARRAYS` then
+    :data:`INTEGER_ARRAYS` (offsets into ``reals`` or into ``integers`` itself), followed by
+    :data:`INTEGER_ARRAYS`. Why: nutpie's compiled log density rebuilds the tuple of its
+    shared arrays on every call, ~0.16 µs per array at 30 arrays (measured 2026-11-23:
+    1.1, 2.2 and 5.9 µs per call with 1, 10 and 30), which cost 2.3 µs of a 300-patient
+    evaluation when each array was an input of its own.
+    """
+    header = np.zeros(_HEADER_WIDTH * (len(REAL_ARRAYS) + len(INTEGER_ARRAYS)), dtype=np.int64)
+    reals, integers = [], []
+    position = 0
+    for i, name in enumerate(REAL_ARRAYS):
+        value = np.asarray(arrays[name], dtype=float)
+        header[_HEADER_WIDTH * i:_HEADER_WIDTH * (i + 1)] = position, value.size, value.shape[1] if value.ndim == 2 else 0
+        reals.append(value.ravel())
+        position += value.size
+    position = header.size
+    for i, name in enumerate(INTEGER_ARRAYS, start=len(REAL_ARRAYS)):
+        value = np.asarray(arrays[name], dtype=np.int64)
+        header[_HEADER_WIDTH * i:_HEADER_WIDTH * (i + 1)] = position, value.size, 0
+        integers.append(value.ravel())
+        position += value.size
+    return np.concatenate([np.zeros(0), *reals]), np.concatenate([header, *integers])
 
 
 # ---- an exponential that LLVM can vectorise ------------------------------------------
@@ -358,23 +394,23 @@ def _lane_sum(x, lo, hi):
 
 
 @numba.njit(inline="always", cache=True)
-def _lane_dot(matrix, row, y, n):
-    """``Σ_{i<n} matrix[row, i] · y_i`` in eight interleaved partial sums (see :func:`_lane_sum`)."""
+def _lane_dot(x, first, y, n):
+    """``Σ_{i<n} x[first + i] · y_i`` in eight interleaved partial sums (see :func:`_lane_sum`)."""
     a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
     i = 0
     while i + 8 <= n:
-        a0 += matrix[row, i] * y[i]
-        a1 += matrix[row, i + 1] * y[i + 1]
-        a2 += matrix[row, i + 2] * y[i + 2]
-        a3 += matrix[row, i + 3] * y[i + 3]
-        a4 += matrix[row, i + 4] * y[i + 4]
-        a5 += matrix[row, i + 5] * y[i + 5]
-        a6 += matrix[row, i + 6] * y[i + 6]
-        a7 += matrix[row, i + 7] * y[i + 7]
+        a0 += x[first + i] * y[i]
+        a1 += x[first + i + 1] * y[i + 1]
+        a2 += x[first + i + 2] * y[i + 2]
+        a3 += x[first + i + 3] * y[i + 3]
+        a4 += x[first + i + 4] * y[i + 4]
+        a5 += x[first + i + 5] * y[i + 5]
+        a6 += x[first + i + 6] * y[i + 6]
+        a7 += x[first + i + 7] * y[i + 7]
         i += 8
     total = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
     while i < n:
-        total += matrix[row, i] * y[i]
+        total += x[first + i] * y[i]
         i += 1
     return total
 
@@ -398,6 +434,20 @@ def _lane_gather_sum(x, index, lo, hi):
 
 
 @numba.njit(inline="always", cache=True)
+def _real(reals, integers, i):
+    """Array ``REAL_ARRAYS[i]`` (flattened) and its number of columns (:func:`pack_cohort_arrays`)."""
+    at = _HEADER_WIDTH * i
+    return reals[integers[at]:integers[at] + integers[at + 1]], integers[at + 2]
+
+
+@numba.njit(inline="always", cache=True)
+def _integer(integers, i):
+    """Array ``INTEGER_ARRAYS[i]`` (:func:`pack_cohort_arrays`)."""
+    at = _HEADER_WIDTH * (len(REAL_ARRAYS) + i)
+    return integers[integers[at]:integers[at] + integers[at + 1]]
+
+
+@numba.njit(inline="always", cache=True)
 def _carve(buffer, at, n):
     """``(buffer[at:at + n], at + n)``: the next n elements of a scratch buffer."""
     return buffer[at:at + n], at + n
@@ -416,16 +466,8 @@ def _scale_parameter(theta, start, size, j):
 
 
 @numba.njit(fastmath=False, error_model="numpy", cache=True)
-def joint_density(theta, start, size,
-                  prior_mean, prior_precision, prior_log_norm, group_sd_scale,
-                  tumour_information, centre_information, tumour_irae_information, organ_information,
-                  events, events_x_pfs2, events_log_time, log_time, patient_pfs2_pattern,
-                  pfs2_pattern_x_by_covariate, pfs2_pattern_tumour_idx, pfs2_pattern_centre_idx,
-                  pfs2_tumour_patterns, pfs2_tumour_offsets, pfs2_centre_patterns, pfs2_centre_offsets,
-                  events_tumour, events_centre,
-                  pattern_x_irae_by_covariate, pattern_tumour_idx, pattern_organ_idx, pattern_counts_by_outcome,
-                  irae_tumour_patterns, irae_tumour_offsets, organ_patterns, organ_offsets,
-                  pfs2_mean_x, tumour_weight, centre_weight, irae_mean_x, tumour_irae_weight, organ_weight):
+def joint_density(theta, start, size, prior_mean, prior_precision, prior_log_norm, group_sd_scale,
+                  reals, integers):
     """Log density and its gradient with respect to the parameter vector ``theta``.
 
     Declared ``fastmath=False``: without an explicit value Numba lets the kernel inherit
@@ -439,9 +481,44 @@ def joint_density(theta, start, size,
     ``theta`` holds the parameters in the sampling parameterisation of the module
     docstring; block ``j`` of :data:`PARAMETERS` is ``theta[start[j]:start[j] + size[j]]``
     (size 0: absent). Prior rows: log-HRs, log median, log shape, then (with an irAE
-    part) log-ORs, ``a``, ``b``. Returns ``(log p, ∇ log p)`` (a 0-d array and a vector
-    shaped like ``theta``).
+    part) log-ORs, ``a``, ``b``. ``reals`` and ``integers`` hold the cohort arrays
+    (:func:`pack_cohort_arrays`); matrices are read flattened. Returns
+    ``(log p, ∇ log p)`` (a 0-d array and a vector shaped like ``theta``).
     """
+    # ---- cohort arrays, in the order of REAL_ARRAYS and INTEGER_ARRAYS ------------------
+    tumour_information, _ = _real(reals, integers, 0)
+    centre_information, _ = _real(reals, integers, 1)
+    tumour_irae_information, _ = _real(reals, integers, 2)
+    organ_information, _ = _real(reals, integers, 3)
+    events, _ = _real(reals, integers, 4)
+    events_x_pfs2, _ = _real(reals, integers, 5)
+    events_log_time, _ = _real(reals, integers, 6)
+    log_time, _ = _real(reals, integers, 7)
+    x_pfs2, n_patterns = _real(reals, integers, 8)  # covariate j of pattern p: [j * n_patterns + p]
+    events_tumour, _ = _real(reals, integers, 9)
+    events_centre, _ = _real(reals, integers, 10)
+    x_irae, _ = _real(reals, integers, 11)
+    counts, n_irae_columns = _real(reals, integers, 12)  # n0, n1, n2 of pattern p: [k * n_irae_patterns + p]
+    pfs2_mean_x, _ = _real(reals, integers, 13)
+    tumour_weight, _ = _real(reals, integers, 14)
+    centre_weight, _ = _real(reals, integers, 15)
+    irae_mean_x, _ = _real(reals, integers, 16)
+    tumour_irae_weight, _ = _real(reals, integers, 17)
+    organ_weight, _ = _real(reals, integers, 18)
+    patient_pfs2_pattern = _integer(integers, 0)
+    pfs2_pattern_tumour_idx = _integer(integers, 1)
+    pfs2_pattern_centre_idx = _integer(integers, 2)
+    pfs2_tumour_patterns = _integer(integers, 3)
+    pfs2_tumour_offsets = _integer(integers, 4)
+    pfs2_centre_patterns = _integer(integers, 5)
+    pfs2_centre_offsets = _integer(integers, 6)
+    pattern_tumour_idx = _integer(integers, 7)
+    pattern_organ_idx = _integer(integers, 8)
+    irae_tumour_patterns = _integer(integers, 9)
+    irae_tumour_offsets = _integer(integers, 10)
+    organ_patterns = _integer(integers, 11)
+    organ_offsets = _integer(integers, 12)
+
     grad = np.zeros(theta.shape[0])
     log_hr, g_hr = _block(theta, start, size, 0), _block(grad, start, size, 0)
     log_or, g_or = _block(theta, start, size, 3), _block(grad, start, size, 3)
@@ -463,9 +540,8 @@ def joint_density(theta, start, size,
     # Every intermediate array is a slice of one scratch buffer: each allocation costs
     # ~50 ns, and the kernel needed 18 of them.
     n_t, n_c, n_ti, n_o = z_t.shape[0], z_c.shape[0], z_ti.shape[0], z_o.shape[0]
-    n_patterns = pfs2_pattern_x_by_covariate.shape[1]
     n_patients = log_time.shape[0]
-    n_irae_patterns = pattern_counts_by_outcome.shape[1] if has_irae else 0
+    n_irae_patterns = n_irae_columns if has_irae else 0
     scratch = np.empty(3 * (n_t + n_c + n_ti + n_o) + 4 * n_patterns + n_patients + 3 * n_irae_patterns)
     u_t, at = _carve(scratch, 0, n_t)  # group effects u_g
     u_c, at = _carve(scratch, at, n_c)
@@ -526,10 +602,10 @@ def joint_density(theta, start, size,
         logp += lp
 
     # ---- PFS2, Weibull PH by predictor pattern --------------------------------------
-    d_total = events[()]
-    logp += d_total * (ls + LOG_LOG2 - k * lm) + (k - 1.0) * events_log_time[()]
+    d_total = events[0]
+    logp += d_total * (ls + LOG_LOG2 - k * lm) + (k - 1.0) * events_log_time[0]
     g_lm += -k * d_total
-    g_ls += d_total * (1.0 - k * lm) + k * events_log_time[()]
+    g_ls += d_total * (1.0 - k * lm) + k * events_log_time[0]
     for j in range(n_hr):
         logp += events_x_pfs2[j] * log_hr[j]
         g_hr[j] += events_x_pfs2[j]
@@ -547,7 +623,7 @@ def joint_density(theta, start, size,
         p = patient_pfs2_pattern[i]
         w[p] += tau[i]
         v[p] += tau[i] * log_time[i]
-    # Linear predictors by covariate (rows of the transposed pattern matrix), so that the
+    # Linear predictors by covariate (rows of the pattern matrix by covariate), so that the
     # loops over patterns vectorise; sums over patterns in fixed lanes (_lane_dot).
     for p in range(n_patterns):
         eta[p] = ((u_t[pfs2_pattern_tumour_idx[p]] if n_t else 0.0)
@@ -555,7 +631,7 @@ def joint_density(theta, start, size,
     for j in range(n_hr):
         coefficient = log_hr[j]
         for p in range(n_patterns):
-            eta[p] += pfs2_pattern_x_by_covariate[j, p] * coefficient
+            eta[p] += x_pfs2[j * n_patterns + p] * coefficient
     for p in range(n_patterns):
         cum[p] = vexp(eta[p])
     cum_log = eta
@@ -565,7 +641,7 @@ def joint_density(theta, start, size,
     cum_total = _lane_sum(cum, 0, n_patterns)
     cum_log_time = _lane_sum(cum_log, 0, n_patterns)
     for j in range(n_hr):
-        g_hr[j] -= _lane_dot(pfs2_pattern_x_by_covariate, j, cum, n_patterns)
+        g_hr[j] -= _lane_dot(x_pfs2, j * n_patterns, cum, n_patterns)
     for g in range(n_t):
         g_ut[g] -= _lane_gather_sum(cum, pfs2_tumour_patterns, pfs2_tumour_offsets[g], pfs2_tumour_offsets[g + 1])
     for g in range(n_c):
@@ -582,15 +658,15 @@ def joint_density(theta, start, size,
         for j in range(n_or):
             coefficient = log_or[j]
             for p in range(n_irae_patterns):
-                zeta[p] += pattern_x_irae_by_covariate[j, p] * coefficient
+                zeta[p] += x_irae[j * n_irae_patterns + p] * coefficient
         # One pass without branches or calls, so that it vectorises (selects, vexp,
         # vlog1p_unit; the counts by outcome are contiguous rows). A pattern with nobody
         # at the second stage (n1 + n2 = 0) adds exactly 0 there.
         g_zeta = zeta  # ζ_p is read before ∂ℓ/∂ζ_p is written over it
         for p in range(n_irae_patterns):
-            n0 = pattern_counts_by_outcome[0, p]
-            n1 = pattern_counts_by_outcome[1, p]
-            n_second = n1 + pattern_counts_by_outcome[2, p]
+            n0 = counts[p]
+            n1 = counts[n_irae_patterns + p]
+            n_second = n1 + counts[2 * n_irae_patterns + p]
             n_first = n0 + n_second
             f = a + zeta[p]
             r = b + zeta[p]
@@ -609,7 +685,7 @@ def joint_density(theta, start, size,
         g_a += _lane_sum(g_zeta, 0, n_irae_patterns) - g_b_likelihood
         g_b += g_b_likelihood
         for j in range(n_or):
-            g_or[j] += _lane_dot(pattern_x_irae_by_covariate, j, g_zeta, n_irae_patterns)
+            g_or[j] += _lane_dot(x_irae, j * n_irae_patterns, g_zeta, n_irae_patterns)
         for g in range(n_ti):
             g_uti[g] = _lane_gather_sum(g_zeta, irae_tumour_patterns, irae_tumour_offsets[g],
                                         irae_tumour_offsets[g + 1])
@@ -646,8 +722,9 @@ def joint_density(theta, start, size,
 
 
 class FusedDensity(Op):
-    """PyTensor Op: inputs ``theta``, ``start``, ``size`` then :data:`DATA`; outputs the
-    log density and its gradient with respect to ``theta`` (:func:`joint_density`).
+    """PyTensor Op: inputs ``theta``, ``start``, ``size``, :data:`PRIOR_INPUTS`, then the
+    packed ``reals`` and ``integers`` (:func:`pack_cohort_arrays`); outputs the log
+    density and its gradient with respect to ``theta`` (:func:`joint_density`).
 
     ``grad`` reuses the Op's own gradient output (the forward node and the one in the
     gradient graph are merged, so one kernel call gives the value and the gradient).
@@ -656,8 +733,8 @@ class FusedDensity(Op):
     __props__ = ()
 
     def make_node(self, *inputs):
-        if len(inputs) != 3 + len(DATA):
-            raise TypeError(f"FusedDensity takes {3 + len(DATA)} inputs, got {len(inputs)}")
+        if len(inputs) != 5 + len(PRIOR_INPUTS):
+            raise TypeError(f"FusedDensity takes {5 + len(PRIOR_INPUTS)} inputs, got {len(inputs)}")
         inputs = [pt.as_tensor_variable(x) for x in inputs]
         return Apply(self, inputs, [pt.dscalar(), inputs[0].type()])
 

@@ -21,7 +21,7 @@ import pytensor.tensor as pt
 from pymc.logprob.transforms import LogTransform
 
 from . import loglik
-from .fused_density import DATA, PARAMETERS, fused_density
+from .fused_density import DATA, PARAMETERS, PRIOR_INPUTS, fused_density, pack_cohort_arrays
 from .mixture import NormalMixture
 from .model import GROUP_INPUTS, build_model, model_inputs, uses_sufficient_statistics
 from .model_data import ModelData
@@ -83,9 +83,6 @@ FUSED_GROUP_INPUTS = {"tumour_effect": ("tumour_information", "tumour_weight"),
                       "centre_effect": ("centre_information", "centre_weight"),
                       "tumour_effect_irae": ("tumour_irae_information", "tumour_irae_weight"),
                       "organ_effect": ("organ_information", "organ_weight")}
-#: The centred-form flags: read by the fused model's deterministics (the reference's
-#: ``z`` is the effect itself where centred), not by the kernel.
-_FLAGS = tuple(flag for _, flag, _ in GROUP_INPUTS.values())
 
 
 def patterns_by_level(level: np.ndarray, n_levels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -149,6 +146,9 @@ def sampling_inputs(data: ModelData) -> dict[str, np.ndarray]:
             info_name, weight_name = FUSED_GROUP_INPUTS[effect]
             out[info_name] = np.bincount(idx, weights=information, minlength=n_levels[dim])
             out[weight_name] = np.bincount(idx, weights=patients, minlength=n_levels[dim]) / assessed
+    # What the kernel reads, in two arrays (fused_density.pack_cohort_arrays).
+    out["kernel_reals"], out["kernel_integers"] = pack_cohort_arrays(
+        {name: out[name] if name in out else _placeholder(name) for name in DATA if name not in PRIOR_INPUTS})
     return out
 
 
@@ -244,8 +244,7 @@ def build_fused_model(data: ModelData, priors: PriorSet, reference: pm.Model | N
         theta = pm.Flat(FUSED_VECTOR, shape=initial.shape, initval=initial)
         raw = {name: theta[first:first + length].reshape(shape)
                for name, (first, length, shape, _) in layout.items()}
-        used = _used_data(data)
-        inputs = {name: pm.Data(name, arrays[name]) for name in (*DATA, *_FLAGS) if name in used}
+        inputs = {name: pm.Data(name, arrays[name]) for name in _deterministic_inputs(data)}
         params: dict[str, pt.TensorVariable] = {}
         effects: dict[str, pt.TensorVariable] = {}
         shift = {"pfs2": pt.dot(inputs["pfs2_mean_x"], raw["log_hr"]), "irae": 0.0}
@@ -272,39 +271,27 @@ def build_fused_model(data: ModelData, priors: PriorSet, reference: pm.Model | N
             p_any, p_sev = loglik.irae_probabilities(pt, params["irae_a_any"], params["irae_b_severe"], 0.0)
             pm.Deterministic("irae_p_any_ref", p_any)
             pm.Deterministic("irae_p_grade3plus_ref", p_sev)
-        args = [theta, pt.constant(start), pt.constant(size)]
-        for name in DATA:
-            if name in constants:
-                args.append(pt.constant(constants[name]))
-            elif name in inputs:
-                args.append(inputs[name])
-            else:
-                args.append(pt.constant(_placeholder(name)))
+        args = [theta, pt.constant(start), pt.constant(size), *(pt.constant(constants[name]) for name in PRIOR_INPUTS),
+                pm.Data("kernel_reals", arrays["kernel_reals"]), pm.Data("kernel_integers", arrays["kernel_integers"])]
         pm.Potential("joint_density", fused_density(*args)[0])
     return model
 
 
 
-def _used_data(data: ModelData) -> set[str]:
-    """Cohort arrays the kernel reads for this specification."""
+def _deterministic_inputs(data: ModelData) -> list[str]:
+    """Data arrays that the fused model's deterministics read (the kernel reads the packed
+    ``kernel_reals`` and ``kernel_integers``): the intercept shifts' weights and each
+    present group's information and centred-form flag."""
     spec = data.spec
-    used = {"events", "events_x_pfs2", "events_log_time", "log_time", "patient_pfs2_pattern",
-            "pfs2_pattern_x_by_covariate", "pfs2_mean_x"}
-    if "tumour_type" in spec.pfs2_groups:
-        used |= {"tumour_centred", "pfs2_pattern_tumour_idx", "events_tumour", "pfs2_tumour_patterns",
-                 "pfs2_tumour_offsets", *FUSED_GROUP_INPUTS["tumour_effect"]}
-    if "centre" in spec.pfs2_groups:
-        used |= {"centre_centred", "pfs2_pattern_centre_idx", "events_centre", "pfs2_centre_patterns",
-                 "pfs2_centre_offsets", *FUSED_GROUP_INPUTS["centre_effect"]}
-    if spec.has_irae:
-        used |= {"pattern_x_irae_by_covariate", "pattern_counts_by_outcome", "irae_mean_x"}
-        if "tumour_type" in spec.irae_groups:
-            used |= {"tumour_irae_centred", "pattern_tumour_idx", "irae_tumour_patterns", "irae_tumour_offsets",
-                     *FUSED_GROUP_INPUTS["tumour_effect_irae"]}
-        if "prior_irae_organ" in spec.irae_groups:
-            used |= {"organ_centred", "pattern_organ_idx", "organ_patterns", "organ_offsets",
-                     *FUSED_GROUP_INPUTS["organ_effect"]}
-    return used
+    names = ["pfs2_mean_x"] + (["irae_mean_x"] if spec.has_irae else [])
+    groups = {"tumour_effect": "tumour_type" in spec.pfs2_groups,
+              "centre_effect": "centre" in spec.pfs2_groups,
+              "tumour_effect_irae": spec.has_irae and "tumour_type" in spec.irae_groups,
+              "organ_effect": spec.has_irae and "prior_irae_organ" in spec.irae_groups}
+    for effect, present in groups.items():
+        if present:
+            names += [*FUSED_GROUP_INPUTS[effect], GROUP_INPUTS[effect][1]]
+    return names
 
 
 def _placeholder(name: str) -> np.ndarray:
