@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rechallenge.cohort import validate_cohort
 from rechallenge.errors import RechallengeError
 from rechallenge.fit import (TARGET_ACCEPT, TARGET_ACCEPT_FUSED, TARGET_ACCEPT_HIGH, UnreliableFitWarning,
                              default_target_accept, fit, is_reliable)
@@ -79,6 +80,23 @@ def test_fit_groups_and_stamp(demo_fit):
     draws = demo_fit.posterior["log_hr"].sel(pfs2_covariate="tfi_le6").values.ravel()
     log_prior = demo_fit.log_prior["log_hr"].sel(pfs2_covariate="tfi_le6").values.ravel()
     assert np.allclose(log_prior, entry.distribution.logpdf(draws))
+
+
+def test_stamped_diagnostics_are_arviz_diagnostics_of_the_free_parameters(demo_fit):
+    """The gate's numbers (rechallenge.convergence) equal ArviZ's over the same parameters."""
+    import arviz as az
+
+    from rechallenge.fit import monitored_names
+    from rechallenge.model import build_model
+    from rechallenge.model_data import prepare_data
+    from rechallenge.modelspec import load_spec
+
+    stamped = json.loads(demo_fit.attrs["diagnostics"])
+    model = build_model(prepare_data(validate_cohort(demo_cohort().data), load_spec()), literature_priors())
+    post = demo_fit.posterior[monitored_names(model)]
+    assert stamped["max_rhat"] == pytest.approx(float(az.rhat(post).to_array().max()), rel=1e-10)
+    assert stamped["min_ess_bulk"] == pytest.approx(float(az.ess(post, method="bulk").to_array().min()), rel=1e-10)
+    assert stamped["min_ess_tail"] == pytest.approx(float(az.ess(post, method="tail").to_array().min()), rel=1e-10)
 
 
 def test_pointwise_loglik_sums_to_the_joint_likelihood(demo_fit):

@@ -88,15 +88,27 @@ class Diagnostics:
         return json.dumps(asdict(self))
 
 
+def _extreme(values: np.ndarray, reduce) -> float:
+    """``reduce`` (np.nanmax or np.nanmin) ignoring NaN, NaN if all are (as xarray's max/min)."""
+    finite = values[~np.isnan(values)]
+    return float(reduce(finite)) if finite.size else float("nan")
+
+
 def diagnose(idata, var_names: list[str], *, rhat_max: float = RHAT_MAX,
              ess_min: float = ESS_MIN) -> Diagnostics:
-    """R-hat (rank-normalised), bulk/tail ESS and divergences of the given variables."""
-    import arviz as az
+    """R-hat (rank-normalised), bulk/tail ESS and divergences of the given variables.
 
-    post = idata.posterior[var_names]
-    rhat = float(az.rhat(post).to_array().max())
-    ess_bulk = float(az.ess(post, method="bulk").to_array().min())
-    ess_tail = float(az.ess(post, method="tail").to_array().min())
+    The largest R-hat and smallest ESS over every element of the variables, as ArviZ's
+    ``rhat``/``ess`` would give them (:mod:`rechallenge.convergence`; NaN elements, e.g.
+    a constant, are skipped).
+    """
+    from .convergence import convergence_summary
+
+    post = idata.posterior
+    draws = np.concatenate([np.moveaxis(post[name].values.reshape(*post[name].shape[:2], -1), -1, 0)
+                            for name in var_names]) if var_names else np.zeros((0, 1, 1))
+    rhats, bulk, tail = convergence_summary(draws)
+    rhat, ess_bulk, ess_tail = _extreme(rhats, np.max), _extreme(bulk, np.min), _extreme(tail, np.min)
     div = int(idata.sample_stats["diverging"].sum()) if "diverging" in idata.sample_stats else 0
     problems = []
     if not rhat <= rhat_max:
