@@ -5,7 +5,7 @@ The estimators are ArviZ's ``rhat(method="rank")``, ``ess(method="bulk")`` and
 Analysis* 16:667–718), computed here for every parameter of a fit in one vectorised pass.
 ArviZ 0.x applies them one scalar parameter at a time through a Python loop, about 3 ms
 per parameter at 4 × 1,000 draws: 0.14 s for the 46 parameters of the default model, a
-fifth of a 300-patient refit (benchmarks/RESULTS.md, 2026-11-23), and every
+fifth of a 300-patient refit (benchmarks/RESULTS.md, 2026-11-22, session 9), and every
 simulation-study replicate pays it. The steps follow ArviZ's code line by line (its
 ``_split_chains``, ``_z_scale``, ``_rhat``, ``_ess``, ``_ess_quantile``, and its
 autocovariance :func:`arviz.stats.stats_utils.autocov`); the tests compare all three with

@@ -73,9 +73,9 @@ irAE (sequential logit, counts :math:`n_0, n_1, n_2` per pattern, :math:`f = a +
 
 Cost (300 patients, 2026-11-22): ~750 exponentials and ~290 logarithms per evaluation
 were 41% of a refit's CPU time, one libm call each; the exponentials now go through
-:func:`vexp`, which vectorises (kernel 9.0 → 6.8 µs per evaluation). Then (2026-11-23,
-7.6 → 5.5 µs; benchmarks/RESULTS.md): every loop over patterns was made to vectorise or
-to overlap —
+:func:`vexp`, which vectorises (kernel 9.0 → 6.8 µs per evaluation). Later the same day
+(7.6 → 5.5 µs; benchmarks/RESULTS.md, session 9) every loop over patterns was made to
+vectorise or to overlap —
 
 * ``error_model="numpy"``: Numba's default checks every division for zero and raises
   ``ZeroDivisionError``, a branch that stops LLVM from vectorising any loop with a
@@ -149,7 +149,7 @@ def pack_cohort_arrays(arrays) -> tuple[np.ndarray, np.ndarray]:
     header of (offset, length, columns) per array of :data:`REAL_ARRAYS` then
     :data:`INTEGER_ARRAYS` (offsets into ``reals`` or into ``integers`` itself), followed by
     :data:`INTEGER_ARRAYS`. Why: nutpie's compiled log density rebuilds the tuple of its
-    shared arrays on every call, ~0.16 µs per array at 30 arrays (measured 2026-11-23:
+    shared arrays on every call, ~0.16 µs per array at 30 arrays (measured 2026-11-22:
     1.1, 2.2 and 5.9 µs per call with 1, 10 and 30), which cost 2.3 µs of a 300-patient
     evaluation when each array was an input of its own.
     """

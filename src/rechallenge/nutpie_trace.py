@@ -2,7 +2,7 @@
 
 nutpie converts its trace with ``arviz.from_dict``, which also builds empty warm-up groups
 and copies every array through several xarray merges: 0.06–0.08 s of a 0.7 s refit of 300
-patients (benchmarks/RESULTS.md, 2026-11-23). This builds the same two groups — same
+patients (benchmarks/RESULTS.md, 2026-11-22, session 9). This builds the same two groups — same
 variables, dims, coordinates, dtypes and values, warm-up draws dropped — straight from the
 Arrow columns (tested against nutpie's own conversion).
 """
