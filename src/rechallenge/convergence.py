@@ -40,26 +40,27 @@ def _split_chains(draws: np.ndarray) -> np.ndarray:
     return np.concatenate([draws[..., :half], draws[..., draws.shape[-1] - half:]], axis=-2)
 
 
-def _average_ranks(flat: np.ndarray) -> np.ndarray:
-    """Ranks along the last axis, ties given their average rank (``scipy.stats.rankdata``'s
-    default), for (parameter, draw). Rows without ties take one unstable argsort (4× faster
-    than rankdata's stable sort at 4,000 draws); rows with ties go to rankdata."""
+def _z_scale(draws: np.ndarray) -> np.ndarray:
+    """Rank-normalised draws: average ranks over (chain, draw), Blom's offset 3/8.
+
+    :math:`z = Φ^{-1}((r − 3/8)/(S + 1/4))` depends on a draw's rank r only, so for a
+    parameter without ties the S scores are computed once and placed by one (unstable)
+    argsort; parameters with ties get ``scipy.stats.rankdata``'s average ranks, as in
+    ArviZ. The same numbers as ArviZ's, at about a third of the time (``ndtri`` on every
+    draw and rankdata's stable sort were most of it).
+    """
+    flat = draws.reshape(-1, draws.shape[-2] * draws.shape[-1])
+    size = flat.shape[-1]
     order = np.argsort(flat, axis=-1)
-    ranks = np.empty(flat.shape)
-    np.put_along_axis(ranks, order, np.arange(1.0, flat.shape[-1] + 1.0)[None, :], axis=-1)
     ordered = np.take_along_axis(flat, order, axis=-1)
     tied = (ordered[:, 1:] == ordered[:, :-1]).any(axis=-1)
+    scores = special.ndtri((np.arange(1.0, size + 1.0) - 3 / 8) / (size - 2 * 3 / 8 + 1))
+    z = np.empty(flat.shape)
+    np.put_along_axis(z, order, np.broadcast_to(scores, flat.shape), axis=-1)
     if tied.any():
-        ranks[tied] = stats.rankdata(flat[tied], method="average", axis=-1)
-    return ranks
-
-
-def _z_scale(draws: np.ndarray) -> np.ndarray:
-    """Rank-normalised draws: average ranks over (chain, draw), Blom's offset 3/8."""
-    flat = draws.reshape(-1, draws.shape[-2] * draws.shape[-1])
-    ranks = _average_ranks(flat)
-    size = flat.shape[-1]
-    return special.ndtri((ranks - 3 / 8) / (size - 2 * 3 / 8 + 1)).reshape(draws.shape)
+        ranks = stats.rankdata(flat[tied], method="average", axis=-1)
+        z[tied] = special.ndtri((ranks - 3 / 8) / (size - 2 * 3 / 8 + 1))
+    return z.reshape(draws.shape)
 
 
 def _rhat(draws: np.ndarray) -> np.ndarray:

@@ -62,8 +62,8 @@ TARGET_ACCEPT_HIGH = 0.95
 #: Target of the fused density (nutpie, fast form), whose sampling parameterisation
 #: (:mod:`rechallenge.fused_density`: folded group SDs, information-scaled deviates,
 #: centred intercepts) has no funnel. At 0.8: no divergence in 24 of 24 fits of 100 and
-#: of 300 patients and 4 of 4 of 3,000, one in 1 of 6 fits of 30,000; 10 leapfrog steps
-#: per draw at 300 patients instead of 15 at 0.9 (measured 2026-11-22,
+#: of 300 patients (two sessions) and 6 of 6 of 3,000, one in 3 of 12 fits of 30,000;
+#: 10 leapfrog steps per draw at 300 patients instead of 15 at 0.9 (measured 2026-11-22,
 #: benchmarks/RESULTS.md). 0.8 is also nutpie's and PyMC's default.
 TARGET_ACCEPT_FUSED = 0.8
 SAMPLERS = ("nutpie", "pymc", "numpyro")
@@ -89,7 +89,8 @@ class Diagnostics:
 
 
 def _extreme(values: np.ndarray, reduce) -> float:
-    """``reduce`` (np.nanmax or np.nanmin) ignoring NaN, NaN if all are (as xarray's max/min)."""
+    """``reduce`` (np.max or np.min) of the values that are not NaN; NaN if none is (as
+    xarray's ``max``/``min``, which skip NaN)."""
     finite = values[~np.isnan(values)]
     return float(reduce(finite)) if finite.size else float("nan")
 

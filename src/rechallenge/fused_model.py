@@ -271,8 +271,10 @@ def build_fused_model(data: ModelData, priors: PriorSet, reference: pm.Model | N
             p_any, p_sev = loglik.irae_probabilities(pt, params["irae_a_any"], params["irae_b_severe"], 0.0)
             pm.Deterministic("irae_p_any_ref", p_any)
             pm.Deterministic("irae_p_grade3plus_ref", p_sev)
-        args = [theta, pt.constant(start), pt.constant(size), *(pt.constant(constants[name]) for name in PRIOR_INPUTS),
-                pm.Data("kernel_reals", arrays["kernel_reals"]), pm.Data("kernel_integers", arrays["kernel_integers"])]
+        args = [theta, pt.constant(start), pt.constant(size),
+                *(pt.constant(constants[name]) for name in PRIOR_INPUTS),
+                pm.Data("kernel_reals", arrays["kernel_reals"]),
+                pm.Data("kernel_integers", arrays["kernel_integers"])]
         pm.Potential("joint_density", fused_density(*args)[0])
     return model
 

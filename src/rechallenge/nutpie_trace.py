@@ -57,7 +57,8 @@ def _dataset(batches, firsts, skip: Iterable[str], coords: Mapping[str, pd.Index
                                          **used_coords}, attrs=attrs)
 
 
-def to_inference_data(trace, coords: Mapping[str, pd.Index], skip_posterior: Iterable[str] = ()) -> az.InferenceData:
+def to_inference_data(trace, coords: Mapping[str, pd.Index],
+                      skip_posterior: Iterable[str] = ()) -> az.InferenceData:
     """Posterior and sample stats of a raw nutpie trace (``nutpie.sample(...,
     return_raw_trace=True)``), without the warm-up draws.
 
