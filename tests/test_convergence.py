@@ -26,6 +26,7 @@ def _cases():
         "antithetic": _autoregressive(rng, -0.7, (3, 4, 400)),
         "chains disagree": rng.normal(size=(3, 4, 400)) + 0.4 * np.arange(4)[None, :, None],
         "ties": rng.integers(0, 3, size=(3, 4, 400)).astype(float),
+        "a few ties": np.where(np.arange(400) % 37 == 0, 0.25, rng.normal(size=(3, 4, 400))),
         "odd length, 3 chains": rng.normal(size=(3, 3, 399)),
         "heavy tails": rng.standard_cauchy(size=(3, 4, 400)),
         "constant": np.full((2, 4, 400), 1.5),
