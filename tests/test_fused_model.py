@@ -7,7 +7,8 @@ import pytest
 
 from rechallenge.cohort import validate_cohort
 from rechallenge.fused_density import FusedDensity
-from rechallenge.fused_model import FUSED_VECTOR, build_fused_model, can_fuse, fused_point
+from rechallenge.fused_model import (FUSED_VECTOR, build_fused_model, can_fuse, fused_point, parameter_layout,
+                                     reference_draws, sampling_inputs)
 from rechallenge.model import build_model, model_inputs
 from rechallenge.model_data import prepare_data
 from rechallenge.modelspec import load_spec
@@ -82,6 +83,20 @@ def test_fused_density_equals_the_reference_model_after_reparameterisation(name,
 
     layout = {rv.name: reference.rvs_to_values[rv].name for rv in reference.free_RVs}
     folded = [name for name in layout if name.startswith("sigma")]
+    deterministics = {d.name: fused.compile_fn(fused.replace_rvs_by_values([d])[0], inputs=fused.value_vars)
+                      for d in fused.deterministics}
+
+    def flip_signs(theta):
+        """The other sign of every folded SD with its deviates: the same point of the model."""
+        flipped = theta.copy()
+        position = 0
+        for rv in reference.free_RVs:
+            size = int(np.prod(np.shape(start[layout[rv.name]]), dtype=int))
+            if rv.name in folded or rv.name.endswith("_z"):
+                flipped[position:position + size] *= -1
+            position += size
+        return flipped
+
     np.testing.assert_allclose(fused.initial_point()[FUSED_VECTOR],
                                fused_point(reference, reference.initial_point(), data), rtol=1e-12)
     rng = np.random.default_rng(1)
@@ -91,18 +106,20 @@ def test_fused_density_equals_the_reference_model_after_reparameterisation(name,
         theta = fused_point(reference, point, data)
         expected = np.concatenate([np.ravel(point[layout[name]]) for name in parameters])
         np.testing.assert_allclose(reference_vector(theta), expected, rtol=1e-10, atol=1e-12)
+        # the NumPy deterministics that fit() applies after sampling equal the graph's
+        numpy_values = reference_draws(np.stack([theta, flip_signs(theta)]), parameter_layout(reference),
+                                       sampling_inputs(data), data.spec.has_irae)
+        assert list(numpy_values) == [d.name for d in fused.deterministics]
+        for deterministic in fused.deterministics:
+            for row, vector in enumerate((theta, flip_signs(theta))):
+                np.testing.assert_allclose(numpy_values[deterministic.name][row], deterministics[deterministic.name](
+                    {FUSED_VECTOR: vector}), rtol=1e-12, atol=1e-12)
         log_jacobian = np.linalg.slogdet(_central_differences(reference_vector, theta))[1]
         value = logp_fused({FUSED_VECTOR: theta})
         assert np.isfinite(value)
         assert value == pytest.approx(logp_ref(point) + log_jacobian - len(folded) * np.log(2), abs=1e-6)
         # the other sign of every folded SD (with its deviates) is the same point of the model
-        flipped = theta.copy()
-        position = 0
-        for rv in reference.free_RVs:
-            size = int(np.prod(np.shape(point[layout[rv.name]]), dtype=int))
-            if rv.name in folded or rv.name.endswith("_z"):
-                flipped[position:position + size] *= -1
-            position += size
+        flipped = flip_signs(theta)
         assert logp_fused({FUSED_VECTOR: flipped}) == pytest.approx(value, rel=1e-12, abs=1e-9)
         np.testing.assert_allclose(reference_vector(flipped), reference_vector(theta), rtol=1e-12, atol=1e-12)
         gradient = grad_fused({FUSED_VECTOR: theta})

@@ -201,7 +201,9 @@ def default_target_accept(data: ModelData, prior_only: bool = False, fused: bool
 def _sample_nutpie(build_model, data, key, *, draws, tune, chains, seed, progressbar, cores, target_accept):
     """Sample with nutpie; returns the InferenceData and the monitored parameter names.
 
-    ``build_model()`` returns the model to compile and the names of its parameters. The
+    ``build_model()`` returns the model to compile, the names of its parameters and, for
+    the fused twin, the function that turns its traced vector into the model's parameters
+    after sampling (:func:`rechallenge.fused_model.posterior_builder`; None otherwise). The
     compiled model is cached per structure key. A refit of a cached structure swaps in
     the new data and does not build the PyMC model at all (``build_model`` is called only
     on the first compile), which is what keeps simulation-study replicates cheap. Warm-up
@@ -210,7 +212,7 @@ def _sample_nutpie(build_model, data, key, *, draws, tune, chains, seed, progres
     """
     import nutpie
 
-    from .fused_model import FUSED_VECTOR
+    from .fused_model import FUSED_VECTOR, sampling_inputs
     from .nutpie_trace import to_inference_data
 
     cached = _COMPILED.get(key)
@@ -218,28 +220,35 @@ def _sample_nutpie(build_model, data, key, *, draws, tune, chains, seed, progres
     if cached is None:
         import pytensor
 
-        model, monitored = build_model()
+        model, monitored, rebuild_posterior = build_model()
         # IEEE arithmetic, not PyTensor's default numba fast-math flags: with reassociation,
         # LLVM vectorises sums (e.g. inside the fused kernel, once inlined) with a split
         # that depends on the alignment of freshly allocated arrays, which differs between
         # threads, so chains sampled in parallel gave different numbers for the same seed
         # (measured: 323 of 20,000 fused log densities differed by 1 ulp between two
         # threads, and the chains then drifted apart; 0 with fast-math off).
+        # The fused twin traces only its vector: its deterministics are computed after
+        # sampling, for all draws at once (fused_model.reference_draws).
+        traced = [FUSED_VECTOR] if rebuild_posterior is not None else _trace_names(model)
         with pytensor.config.change_flags(numba__fastmath=False):
-            compiled = nutpie.compile_pymc_model(model, var_names=_trace_names(model))
-        _COMPILED[key] = (compiled, monitored)
+            compiled = nutpie.compile_pymc_model(model, var_names=traced)
+        _COMPILED[key] = (compiled, monitored, rebuild_posterior)
+        arrays = None
     else:
-        from .fused_model import sampling_inputs
-
-        compiled, monitored = cached
+        compiled, monitored, rebuild_posterior = cached
+        arrays = sampling_inputs(data)
         shared = set(compiled.shared_data)
-        compiled = compiled.with_data(**{k: v for k, v in sampling_inputs(data).items() if k in shared})
+        compiled = compiled.with_data(**{k: v for k, v in arrays.items() if k in shared})
     t1 = time.perf_counter()
     low_rank = data.n_patients >= LOW_RANK_MIN_PATIENTS
     trace = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, seed=seed,
                           progress_bar=progressbar, cores=cores, target_accept=target_accept,
                           low_rank_modified_mass_matrix=low_rank, return_raw_trace=True)
-    idata = to_inference_data(trace, compiled.coords, skip_posterior=(FUSED_VECTOR,))
+    if rebuild_posterior is None:
+        idata = to_inference_data(trace, compiled.coords, skip_posterior=(FUSED_VECTOR,))
+    else:
+        idata = to_inference_data(trace, compiled.coords)
+        idata.posterior = rebuild_posterior(idata.posterior, arrays if arrays is not None else sampling_inputs(data))
     LAST_TIMINGS.update(compile=t1 - t0, sample=time.perf_counter() - t1)
     return idata, monitored
 
@@ -351,7 +360,7 @@ def fit(cohort: Any, spec: str | Path | Mapping[str, Any] | ModelSpec | None = "
             built.append(build_model(data, prior_set, prior_only=prior_only))
         return built[0]
 
-    from .fused_model import build_fused_model, can_fuse
+    from .fused_model import build_fused_model, can_fuse, parameter_layout, posterior_builder
 
     fused = sampler == "nutpie" and can_fuse(data, prior_only)
     cores = cores or min(chains, os.cpu_count() or 1)
@@ -363,9 +372,14 @@ def fit(cohort: Any, spec: str | Path | Mapping[str, Any] | ModelSpec | None = "
         key = _structure_key(data, spec, prior_set, prior_only) + (fused,)
 
         def sampling_model():
-            """What nutpie compiles: the fused twin where it applies, else the model itself."""
-            sampled = build_fused_model(data, prior_set, reference=model()) if fused else model()
-            return sampled, monitored_names(model())
+            """What nutpie compiles (the fused twin where it applies, else the model
+            itself), the monitored parameters, and for the twin the function that turns
+            its traced vector into the model's parameters."""
+            if not fused:
+                return model(), monitored_names(model()), None
+            twin = build_fused_model(data, prior_set, reference=model())
+            builder = posterior_builder(twin, parameter_layout(model()), spec.has_irae)
+            return twin, monitored_names(model()), builder
 
         idata, monitored = _sample_nutpie(sampling_model, data, key, **kwargs)
     else:
