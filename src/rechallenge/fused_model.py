@@ -230,9 +230,7 @@ def posterior_builder(fused: pm.Model, layout, has_irae: bool):
     def build(posterior: xr.Dataset, arrays: dict[str, np.ndarray]) -> xr.Dataset:
         values = reference_draws(posterior[FUSED_VECTOR].values, layout, arrays, has_irae)
         return xr.Dataset({name: (("chain", "draw", *dims[name]), value) for name, value in values.items()},
-                          coords={"chain": posterior["chain"].values, "draw": posterior["draw"].values,
-                                  **{dim: index for dim, index in coords.items()
-                                     if any(dim in names for names in dims.values())}},
+                          coords={"chain": posterior["chain"].values, "draw": posterior["draw"].values, **coords},
                           attrs=posterior.attrs)
 
     return build
