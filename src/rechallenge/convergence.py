@@ -183,20 +183,3 @@ def convergence_summary(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
         rhat_bulk, rhat_tail = _rhat(z), _rhat(_z_scale(folded))
         rhat[valid] = np.where(rhat_tail > rhat_bulk, rhat_tail, rhat_bulk)  # Python's max, as ArviZ
     return rhat, bulk, tail
-
-
-def rank_rhat(draws: np.ndarray) -> np.ndarray:
-    """Rank-normalised split R-hat (the larger of bulk and folded) per parameter of
-    (parameter, chain, draw); see :func:`convergence_summary`."""
-    return convergence_summary(draws)[0]
-
-
-def ess_bulk(draws: np.ndarray) -> np.ndarray:
-    """Bulk effective sample size per parameter of (parameter, chain, draw)."""
-    return convergence_summary(draws)[1]
-
-
-def ess_tail(draws: np.ndarray) -> np.ndarray:
-    """Tail effective sample size per parameter: the smaller of the ESS of the indicators
-    of the draws at or below the 5% and the 95% quantile (R's type 7, as ArviZ)."""
-    return convergence_summary(draws)[2]
